@@ -18,7 +18,8 @@ Keras serialization is registered when :mod:`keras_ls.losses` is imported.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -65,7 +66,7 @@ class SmoothingSchedule:
         raise NotImplementedError
 
     @classmethod
-    def from_config(cls, config: dict) -> "SmoothingSchedule":
+    def from_config(cls, config: dict) -> SmoothingSchedule:
         return cls(**config)
 
     def __repr__(self) -> str:
@@ -186,7 +187,7 @@ class Warmup(SmoothingSchedule):
         }
 
     @classmethod
-    def from_config(cls, config: dict) -> "Warmup":
+    def from_config(cls, config: dict) -> Warmup:
         config = dict(config)
         config["after"] = deserialize(config["after"])
         return cls(**config)

@@ -1,0 +1,415 @@
+"""Label-smoothed cross-entropy losses for Keras 3 (TF, JAX and torch backends).
+
+``SmoothedCE`` is a drop-in for both ``SparseCategoricalCrossentropy`` and
+``CategoricalCrossentropy``; ``SmoothedBCE`` for ``BinaryCrossentropy``. The
+smoothing factor lives in a non-trainable backend variable, so assigning
+``loss.label_smoothing`` changes the value used by an already-traced train
+step (``tf.function``, ``jit_compile=True``) without a retrace.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import keras
+import numpy as np
+from keras import ops
+
+# Keras attaches masks this way for its own `ignore_class`; no public alias exists.
+from keras.src.backend import set_keras_mask
+
+from keras_ls import schedules as _schedules
+from keras_ls.smoothing import _prior_for_axis, mix, validate_factor, validate_prior
+
+__all__ = ["SmoothedCE", "SmoothedBCE", "sparse_smoothed_crossentropy"]
+
+
+class _SmoothingLoss(keras.losses.Loss):
+    """Base: holds ``label_smoothing`` in a non-trainable float32 variable.
+
+    Mirrors how ``keras.optimizers.Optimizer`` holds its learning rate: a
+    ``keras.Variable`` read inside the traced step, and a property whose setter
+    validates and ``assign``s (so the compiled graph sees the new value).
+    """
+
+    def __init__(
+        self,
+        label_smoothing: float,
+        *,
+        from_logits: bool,
+        reduction: str | None,
+        name: str,
+        dtype: Any = None,
+    ):
+        super().__init__(name=name, reduction=reduction, dtype=dtype)
+        value = validate_factor(label_smoothing, "label_smoothing")
+        self.from_logits = bool(from_logits)
+        self._label_smoothing = keras.Variable(
+            value, dtype="float32", trainable=False, name="label_smoothing"
+        )
+        # Bumped on every assignment: the JAX backend bakes variables that the
+        # model does not own into the jitted step, so SmoothingScheduler
+        # retraces there when this changes (see keras_ls.callbacks).
+        self._version = 0
+
+    @property
+    def label_smoothing(self) -> float:
+        """The current smoothing factor, as a Python float."""
+        return float(ops.convert_to_numpy(self._label_smoothing))
+
+    @label_smoothing.setter
+    def label_smoothing(self, value: float) -> None:
+        value = validate_factor(value, "label_smoothing")
+        self._label_smoothing.assign(value)
+        self._version += 1
+
+    @property
+    def label_smoothing_variable(self) -> keras.Variable:
+        """The backend variable read by the traced step."""
+        return self._label_smoothing
+
+    def _factor(self, dtype: str) -> Any:
+        return ops.cast(self._label_smoothing, dtype)
+
+    def get_config(self) -> dict:
+        config = super().get_config()
+        config.update(
+            {
+                # The *current* value: a model saved mid-schedule reloads with it.
+                "label_smoothing": self.label_smoothing,
+                "from_logits": self.from_logits,
+                "dtype": self._dtype_policy.name,
+            }
+        )
+        return config
+
+
+@keras.saving.register_keras_serializable(package="keras_ls")
+class SmoothedCE(_SmoothingLoss):
+    """Cross-entropy with label smoothing, for integer *or* one-hot/soft labels.
+
+    The target is ``(1 - a) * y + a * prior`` with ``a = label_smoothing`` and
+    ``prior`` uniform (``1/K``) unless given. Which label form is used is read
+    from the shapes, as Keras' two losses expect them:
+
+    - integer labels of shape ``y_pred.shape`` minus the class axis, or with a
+      trailing 1 (``(B,)``, ``(B, 1)``, ``(B, T)``, ``(B, H, W)``): the loss is
+      computed from log-softmax terms, ``-[(1-a) log p_y + a <prior, log p>]``,
+      and no one-hot or dense target is ever built;
+    - one-hot or soft labels of the same shape as ``y_pred`` (e.g. from
+      MixUp/CutMix): the dense target is smoothed, exactly as
+      ``keras.losses.CategoricalCrossentropy(label_smoothing=a)`` does.
+
+    Values equal ``CategoricalCrossentropy(label_smoothing=a)`` on dense labels
+    and ``torch.nn.functional.cross_entropy(logits, y, label_smoothing=a,
+    ignore_index=i)`` on integer labels.
+
+    Args:
+        label_smoothing: Float in ``[0, 1]``; ``0`` is plain cross-entropy.
+            Read/assign it later through ``loss.label_smoothing`` (or let
+            ``keras_ls.SmoothingScheduler`` do it during ``fit``).
+        from_logits: Whether ``y_pred`` holds logits (recommended) rather
+            than probabilities.
+        ignore_class: Optional integer label (e.g. padding) whose positions are
+            excluded from the loss and from the mean. Integer labels only.
+        prior: Optional length-K vector (non-negative, summing to 1), e.g. the
+            class frequencies, to smooth toward instead of uniform.
+        axis: The class axis of ``y_pred``. Defaults to ``-1``.
+        reduction: As for any Keras loss. Defaults to
+            ``"sum_over_batch_size"``; with ``ignore_class`` the mean is over
+            the non-ignored positions, and an all-ignored batch gives 0.
+        name: Name of the loss instance.
+        dtype: Dtype of the loss computation. Defaults to ``floatx``
+            (float32): float16/bfloat16 predictions are upcast, as Keras does.
+
+    Example:
+
+    >>> loss = keras_ls.SmoothedCE(0.1, from_logits=True)
+    >>> loss([1, 0], [[0.0, 2.0, 0.0], [1.0, 0.0, 0.0]])  # sparse labels
+    >>> loss([[0, 1, 0], [1, 0, 0]], [[0.0, 2.0, 0.0], [1.0, 0.0, 0.0]])  # same value
+
+    Usage with `compile()` and a schedule:
+
+    ```python
+    model.compile(optimizer="adam", loss=keras_ls.SmoothedCE(0.1, from_logits=True))
+    model.fit(x, y, epochs=10, callbacks=[
+        keras_ls.SmoothingScheduler(keras_ls.schedules.Cosine(0.1, 0.0, steps=10))])
+    ```
+    """
+
+    def __init__(
+        self,
+        label_smoothing: float = 0.1,
+        *,
+        from_logits: bool = False,
+        ignore_class: int | None = None,
+        prior: Sequence[float] | np.ndarray | None = None,
+        axis: int = -1,
+        reduction: str | None = "sum_over_batch_size",
+        name: str = "smoothed_ce",
+        dtype: Any = None,
+    ):
+        super().__init__(
+            label_smoothing, from_logits=from_logits, reduction=reduction, name=name, dtype=dtype
+        )
+        if ignore_class is not None and (
+            isinstance(ignore_class, bool) or not isinstance(ignore_class, (int, np.integer))
+        ):
+            raise TypeError(
+                f"`ignore_class` must be an integer label or None; received {ignore_class!r}."
+            )
+        if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)):
+            raise TypeError(f"`axis` must be an integer; received {axis!r}.")
+        self.ignore_class = None if ignore_class is None else int(ignore_class)
+        self.axis = int(axis)
+        self.prior = validate_prior(prior, name="prior")
+
+    def call(self, y_true: Any, y_pred: Any) -> Any:
+        y_pred = ops.convert_to_tensor(y_pred)
+        y_true = ops.convert_to_tensor(y_true)
+        ndim = len(y_pred.shape)
+        if ndim < 1:
+            raise ValueError(
+                f"`y_pred` must have a class axis; received shape {tuple(y_pred.shape)}."
+            )
+        axis = self.axis % ndim if -ndim <= self.axis < ndim else None
+        if axis is None:
+            raise ValueError(
+                f"`axis`={self.axis} is out of range for `y_pred` of rank {ndim}."
+            )
+        num_classes = y_pred.shape[axis]
+        if self.prior is not None and num_classes is not None and self.prior.size != num_classes:
+            raise ValueError(
+                f"`prior` has {self.prior.size} entries but `y_pred` has {num_classes} "
+                f"classes on axis {self.axis}."
+            )
+        a = self._factor(y_pred.dtype)
+        if _is_sparse(y_true, y_pred, axis):
+            return sparse_smoothed_crossentropy(
+                y_true,
+                y_pred,
+                a,
+                from_logits=self.from_logits,
+                ignore_class=self.ignore_class,
+                prior=self.prior,
+                axis=axis,
+            )
+        if self.ignore_class is not None:
+            raise ValueError(
+                "`ignore_class` applies to integer labels; received dense labels of "
+                f"shape {tuple(y_true.shape)} for `y_pred` of shape {tuple(y_pred.shape)}."
+            )
+        prior = _prior_for_axis(self.prior, num_classes or 1, ndim, axis)
+        if isinstance(prior, np.ndarray):
+            prior = ops.convert_to_tensor(prior.astype(np.float32), dtype=y_pred.dtype)
+        elif num_classes is None:
+            prior = 1.0 / ops.cast(ops.shape(y_pred)[axis], y_pred.dtype)
+        target = mix(ops.cast(y_true, y_pred.dtype), prior, a)
+        return ops.categorical_crossentropy(
+            target, y_pred, from_logits=self.from_logits, axis=axis
+        )
+
+    def get_config(self) -> dict:
+        config = super().get_config()
+        config.update(
+            {
+                "ignore_class": self.ignore_class,
+                "prior": None if self.prior is None else self.prior.tolist(),
+                "axis": self.axis,
+            }
+        )
+        return config
+
+
+@keras.saving.register_keras_serializable(package="keras_ls")
+class SmoothedBCE(_SmoothingLoss):
+    """Binary / multi-label cross-entropy with label smoothing toward 0.5.
+
+    Each binary target becomes ``(1 - a) * y + a * 0.5`` -- the same choice as
+    ``keras.losses.BinaryCrossentropy(label_smoothing=a)``: every output is its
+    own two-class problem, so its uniform prior is 1/2. Values equal Keras'
+    BCE with the same factor; unlike it, the factor can be scheduled.
+
+    Args:
+        label_smoothing: Float in ``[0, 1]``.
+        from_logits: Whether ``y_pred`` holds logits.
+        axis: The axis along which the mean is taken. Defaults to ``-1``.
+        reduction: As for any Keras loss.
+        name: Name of the loss instance.
+        dtype: Dtype of the loss computation (float32 by default).
+
+    Example:
+
+    >>> loss = keras_ls.SmoothedBCE(0.2, from_logits=True)
+    >>> loss([[0.0, 1.0]], [[-1.0, 2.0]])
+    """
+
+    def __init__(
+        self,
+        label_smoothing: float = 0.1,
+        *,
+        from_logits: bool = False,
+        axis: int = -1,
+        reduction: str | None = "sum_over_batch_size",
+        name: str = "smoothed_bce",
+        dtype: Any = None,
+    ):
+        super().__init__(
+            label_smoothing, from_logits=from_logits, reduction=reduction, name=name, dtype=dtype
+        )
+        self.axis = int(axis)
+
+    def call(self, y_true: Any, y_pred: Any) -> Any:
+        y_pred = ops.convert_to_tensor(y_pred)
+        y_true = ops.cast(y_true, y_pred.dtype)
+        if tuple(y_true.shape) != tuple(y_pred.shape):
+            raise ValueError(
+                "`y_true` must have the shape of `y_pred` for SmoothedBCE; received "
+                f"y_true.shape={tuple(y_true.shape)}, y_pred.shape={tuple(y_pred.shape)}."
+            )
+        target = mix(y_true, 0.5, self._factor(y_pred.dtype))
+        return ops.mean(
+            ops.binary_crossentropy(target, y_pred, from_logits=self.from_logits),
+            axis=self.axis,
+        )
+
+    def get_config(self) -> dict:
+        config = super().get_config()
+        config["axis"] = self.axis
+        return config
+
+
+def _is_sparse(y_true: Any, y_pred: Any, axis: int) -> bool:
+    """Integer labels (class axis absent or of size 1) vs one-hot/soft labels."""
+    t_shape, p_shape = tuple(y_true.shape), tuple(y_pred.shape)
+    rest = p_shape[:axis] + p_shape[axis + 1 :]
+    if len(t_shape) == len(p_shape) - 1:
+        sparse_shape = t_shape
+    elif len(t_shape) == len(p_shape) and t_shape[axis] == 1 and p_shape[axis] != 1:
+        sparse_shape = t_shape[:axis] + t_shape[axis + 1 :]
+    elif len(t_shape) == len(p_shape) and _dims_match(t_shape, p_shape):
+        return False
+    else:
+        raise ValueError(
+            "`y_true` fits neither integer labels (shape of `y_pred` without the class "
+            f"axis {axis}, optionally with a trailing 1) nor one-hot/soft labels (shape "
+            f"of `y_pred`); received y_true.shape={t_shape}, y_pred.shape={p_shape}."
+        )
+    if not _dims_match(sparse_shape, rest):
+        raise ValueError(
+            "Integer `y_true` must match `y_pred` without its class axis; received "
+            f"y_true.shape={t_shape}, y_pred.shape={p_shape} (class axis {axis})."
+        )
+    return True
+
+
+def _dims_match(a: tuple, b: tuple) -> bool:
+    return len(a) == len(b) and all(x is None or y is None or x == y for x, y in zip(a, b))
+
+
+def sparse_smoothed_crossentropy(
+    y_true: Any,
+    y_pred: Any,
+    label_smoothing: Any,
+    *,
+    from_logits: bool = False,
+    ignore_class: int | None = None,
+    prior: np.ndarray | None = None,
+    axis: int = -1,
+) -> Any:
+    """Per-position smoothed CE for integer labels, without a dense target.
+
+    ``-mix(log p_y, <prior, log p>, a)`` -- the smoothing formula applied to
+    the two log-probability terms the smoothed target touches. Returns the
+    unreduced loss (shape of ``y_true``); positions equal to ``ignore_class``
+    are 0 and carry a Keras mask so that reductions average over the rest.
+    """
+    y_pred = ops.convert_to_tensor(y_pred)
+    ndim = len(y_pred.shape)
+    axis = axis % ndim
+    if axis != ndim - 1:
+        y_pred = ops.moveaxis(y_pred, axis, -1)
+    labels = ops.convert_to_tensor(y_true)
+    if len(labels.shape) == ndim:
+        labels = ops.squeeze(labels, axis=axis)
+    labels = ops.cast(labels, "int32")
+    if ignore_class is not None:
+        valid = ops.not_equal(labels, ignore_class)
+        labels = ops.where(valid, labels, 0)
+    if not from_logits:
+        # Probabilities: the same normalise/clip/log as Keras' crossentropy.
+        eps = keras.config.epsilon()
+        y_pred = y_pred / ops.sum(y_pred, axis=-1, keepdims=True)
+        y_pred = ops.log(ops.clip(y_pred, eps, 1.0 - eps))
+    a = ops.cast(label_smoothing, y_pred.dtype)
+    if keras.backend.backend() == "tensorflow":
+        loss = _tf_sparse_kernel(y_pred, labels, a, prior)
+    else:
+        loss = _generic_sparse_kernel(y_pred, labels, a, prior)
+    if ignore_class is not None:
+        loss = ops.where(valid, loss, ops.zeros_like(loss))
+        set_keras_mask(loss, valid)
+    return loss
+
+
+def _generic_sparse_kernel(logits: Any, labels: Any, a: Any, prior: np.ndarray | None) -> Any:
+    """keras.ops version (JAX, torch): XLA / autograd handle the backward."""
+    logp = ops.log_softmax(logits, axis=-1)
+    logp_y = ops.squeeze(ops.take_along_axis(logp, ops.expand_dims(labels, -1), axis=-1), -1)
+    if prior is None:
+        logp_bar = ops.mean(logp, axis=-1)
+    else:
+        logp_bar = ops.matmul(logp, ops.convert_to_tensor(prior, dtype=logits.dtype))
+    return -mix(logp_y, logp_bar, a)
+
+
+def _tf_sparse_kernel(logits: Any, labels: Any, a: Any, prior: np.ndarray | None) -> Any:
+    """TF: the fused sparse softmax-xent kernel plus a hand-written gradient.
+
+    The kernel returns ``lse - z_y`` and ``softmax - onehot`` (kept for the
+    backward pass, exactly as Keras' unsmoothed sparse CE keeps it); the
+    smoothing adds ``a * (onehot - prior)`` to that gradient in place, so
+    memory stays at the logits-sized buffers stock sparse CE already uses.
+    """
+    import tensorflow as tf
+
+    shape = tf.shape(labels)
+    num_classes = tf.shape(logits)[-1]
+    z = tf.reshape(logits, tf.stack([-1, num_classes]))
+    y = tf.reshape(labels, [-1])
+    prior_t = None if prior is None else tf.constant(prior, dtype=z.dtype)
+
+    @tf.custom_gradient
+    def kernel(z: tf.Tensor, a: tf.Tensor) -> tuple[tf.Tensor, Any]:
+        xent, backprop = tf.raw_ops.SparseSoftmaxCrossEntropyWithLogits(features=z, labels=y)
+        z_y = tf.gather(z, y[:, None], batch_dims=1)[:, 0]
+        z_bar = (
+            tf.reduce_mean(z, axis=-1) if prior_t is None else tf.linalg.matvec(z, prior_t)
+        )
+        # log p_y = -xent ; <prior, log p> = z_bar - lse = (z_bar - z_y) - xent
+        loss = -mix(-xent, (z_bar - z_y) - xent, a)
+
+        def grad(g: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+            # d/dz = softmax - (1-a) onehot - a prior = backprop - a prior + a onehot
+            p_term = a / tf.cast(num_classes, z.dtype) if prior_t is None else a * prior_t
+            dz = (backprop - p_term) * g[:, None]
+            idx = tf.stack([tf.range(tf.shape(y)[0], dtype=y.dtype), y], axis=1)
+            dz = tf.tensor_scatter_nd_add(dz, idx, a * g)
+            da = tf.reduce_sum(g * (z_y - z_bar))
+            return dz, da
+
+        return loss, grad
+
+    return tf.reshape(kernel(z, a), shape)
+
+
+# Let Keras deserialize our schedules by name (schedules.py stays Keras-free).
+for _cls in (
+    _schedules.Constant,
+    _schedules.Linear,
+    _schedules.Cosine,
+    _schedules.Piecewise,
+    _schedules.Warmup,
+):
+    keras.saving.register_keras_serializable(package="keras_ls")(_cls)
