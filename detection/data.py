@@ -1,0 +1,390 @@
+"""YOLO dataset checks and the COCO-subset tool.
+
+:func:`check_detection_data` runs before training so that a missing or
+malformed ``data.yaml`` or an empty label set fails with a clear message
+instead of deep inside Ultralytics. :func:`make_subset` writes a YOLO-format
+dataset with chosen classes (contiguous ids in the order given), their names
+and a ``data.yaml``, from a YOLO ``data.yaml`` or a COCO instances JSON
+(converted with ``ultralytics.data.converter.convert_coco``).
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+import random
+import shutil
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+__all__ = ["check_detection_data", "load_data_yaml", "make_subset", "IMG_SUFFIXES"]
+
+# Same set as ultralytics.data.utils.IMG_FORMATS (kept here to avoid importing it for a check).
+IMG_SUFFIXES = {
+    ".avif",
+    ".bmp",
+    ".dng",
+    ".heic",
+    ".heif",
+    ".jp2",
+    ".jpeg",
+    ".jpeg2000",
+    ".jpg",
+    ".mpo",
+    ".png",
+    ".tif",
+    ".tiff",
+    ".webp",
+    ".pfm",
+}
+
+
+def _label_path(img: Path) -> Path:
+    # Ultralytics' convention (data.utils.img2label_paths): last /images/ -> /labels/, .txt.
+    sa, sb = f"{os.sep}images{os.sep}", f"{os.sep}labels{os.sep}"
+    return Path(sb.join(str(img).rsplit(sa, 1)).rsplit(".", 1)[0] + ".txt")
+
+
+def _names_list(names: Any, where: str) -> list[str]:
+    if isinstance(names, dict):
+        try:
+            keys = sorted(int(k) for k in names)
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"{where}: `names` keys must be class ids 0..nc-1; received {list(names)[:5]}."
+            ) from None
+        if keys != list(range(len(keys))):
+            raise ValueError(
+                f"{where}: `names` ids must be contiguous from 0; received {keys[:10]}."
+            )
+        return [str(names[k] if k in names else names[str(k)]) for k in keys]
+    if isinstance(names, (list, tuple)):
+        return [str(n) for n in names]
+    raise ValueError(
+        f"{where}: `names` must be a list or an id -> name mapping; received "
+        f"{type(names).__name__}."
+    )
+
+
+def load_data_yaml(data: str | os.PathLike) -> tuple[dict, Path]:
+    """Read and check a detection ``data.yaml``; return ``(data, root)``.
+
+    Raises FileNotFoundError (no file), ValueError (not YAML / not a mapping /
+    missing ``train``, ``val`` or ``names``).
+    """
+    path = Path(data)
+    if not path.is_file():
+        raise FileNotFoundError(f"`data` file not found: {str(data)!r} (expected a data.yaml).")
+    try:
+        cfg = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise ValueError(f"`data` file {str(path)!r} is not valid YAML: {e}") from None
+    if not isinstance(cfg, dict):
+        raise ValueError(
+            f"`data` file {str(path)!r} must be a YAML mapping with train, val and "
+            f"names; received {type(cfg).__name__}."
+        )
+    missing = [k for k in ("train", "val") if not cfg.get(k)]
+    if cfg.get("names") is None and "nc" not in cfg:
+        missing.append("names")
+    if missing:
+        raise ValueError(
+            f"`data` file {str(path)!r} is missing required key(s) {missing}; a "
+            "detection data.yaml needs train, val and names."
+        )
+    if cfg.get("names") is not None:
+        cfg["names"] = _names_list(cfg["names"], f"`data` file {str(path)!r}")
+        if not cfg["names"]:
+            raise ValueError(f"`data` file {str(path)!r} has an empty `names` list.")
+    root = Path(cfg.get("path") or path.parent)
+    if not root.is_absolute() and not root.exists():
+        root = path.parent / root
+    return cfg, root
+
+
+def _split_images(root: Path, entry: Any) -> list[Path] | None:
+    """Images of one split (a dir, a .txt list, or a list of those); None if unresolvable."""
+    entries = entry if isinstance(entry, (list, tuple)) else [entry]
+    images: list[Path] = []
+    for e in entries:
+        p = Path(str(e))
+        p = p if p.is_absolute() else root / p
+        if p.is_dir():
+            images += sorted(x for x in p.rglob("*") if x.suffix.lower() in IMG_SUFFIXES)
+        elif p.is_file() and p.suffix == ".txt":
+            for line in p.read_text(encoding="utf-8").splitlines():
+                line = line.strip()
+                if line:
+                    q = Path(line)
+                    images.append(q if q.is_absolute() else (p.parent / q).resolve())
+        else:
+            return None
+    return images
+
+
+def check_detection_data(data: Any) -> None:
+    """Fail early, with a clear message, on a bad detection dataset.
+
+    Checks a ``data.yaml`` path: the file exists and parses, has train/val/names,
+    the train split has images and at least one non-empty label file. Names of
+    Ultralytics' built-in datasets (``coco8.yaml``) are left to Ultralytics.
+    """
+    if data is None or data == "":
+        raise ValueError("`data` is required: pass the path to a data.yaml.")
+    if not isinstance(data, (str, os.PathLike)):
+        raise TypeError(f"`data` must be a path to a data.yaml; received {type(data).__name__}.")
+    text = str(data)
+    if not text.lower().endswith((".yaml", ".yml")):
+        raise ValueError(f"`data` must be a .yaml/.yml dataset file; received {text!r}.")
+    path = Path(text)
+    if not path.exists() and len(path.parts) == 1:
+        import importlib.util
+
+        spec = importlib.util.find_spec("ultralytics")
+        if spec and spec.origin and (Path(spec.origin).parent / "cfg" / "datasets" / text).exists():
+            return  # a built-in dataset name, resolved (and downloaded) by Ultralytics
+    cfg, root = load_data_yaml(path)
+    train = _split_images(root, cfg["train"])
+    if train is None:
+        if root.exists():
+            raise FileNotFoundError(
+                f"`data` file {text!r}: train images {cfg['train']!r} not "
+                f"found under {str(root)!r}."
+            )
+        return  # root relative to Ultralytics' datasets_dir: let Ultralytics resolve it
+    if not train:
+        raise ValueError(f"`data` file {text!r}: no images in the train split {cfg['train']!r}.")
+    for img in train:
+        lbl = _label_path(img)
+        if lbl.is_file() and lbl.read_text(encoding="utf-8").strip():
+            return
+    raise ValueError(
+        f"`data` file {text!r}: empty label set -- none of the {len(train)} train "
+        "images has a non-empty label file (labels/…/*.txt)."
+    )
+
+
+# --------------------------------------------------------------------------- subsets
+
+
+def _parse_classes(classes: Any) -> list[str]:
+    if isinstance(classes, str):
+        classes = [c for c in (x.strip() for x in classes.split(",")) if c]
+    if not isinstance(classes, (list, tuple)) or not classes:
+        raise ValueError(
+            f"`classes` must be a non-empty list of class names (or 'a,b,c'); received {classes!r}."
+        )
+    out = [str(c).strip() for c in classes]
+    dupes = sorted({c for c in out if out.count(c) > 1})
+    if dupes:
+        raise ValueError(f"`classes` lists {dupes} more than once.")
+    return out
+
+
+def _resolve_classes(wanted: list[str], names: list[str]) -> dict[int, int]:
+    """Source class id -> new contiguous id, in the order of ``wanted``."""
+    lookup = {n: i for i, n in enumerate(names)}
+    unknown = [c for c in wanted if c not in lookup]
+    if unknown:
+        hints = []
+        for c in unknown:
+            close = difflib.get_close_matches(c, names, n=3, cutoff=0.5)
+            hints.append(
+                f"{c!r} (did you mean {', '.join(map(repr, close))}?)" if close else repr(c)
+            )
+        raise ValueError(
+            f"Unknown class name(s) in `classes`: {'; '.join(hints)}. Valid names: "
+            f"{', '.join(names[:40])}{', …' if len(names) > 40 else ''}."
+        )
+    return {lookup[c]: i for i, c in enumerate(wanted)}
+
+
+def _from_yaml(src: Path) -> tuple[list[str], dict[str, list[tuple[Path, Path | None]]]]:
+    cfg, root = load_data_yaml(src)
+    names = cfg.get("names") or [f"class_{i}" for i in range(int(cfg["nc"]))]
+    splits = {}
+    for split in ("train", "val"):
+        images = _split_images(root, cfg[split])
+        if images is None:
+            raise FileNotFoundError(
+                f"`src` {str(src)!r}: {split} images {cfg[split]!r} not found under {str(root)!r}."
+            )
+        splits[split] = [(img, _label_path(img)) for img in images]
+    return names, splits
+
+
+def _from_coco_json(src: Path, images: Any, val_fraction: float, seed: int):
+    """Convert one COCO instances JSON with Ultralytics' convert_coco; split train/val."""
+    from ultralytics.data.converter import convert_coco
+
+    with open(src, encoding="utf-8") as f:
+        coco = json.load(f)
+    try:
+        cats = {int(c["id"]): str(c["name"]) for c in coco["categories"]}
+        files = sorted(str(im["file_name"]) for im in coco["images"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise ValueError(
+            f"`src` {str(src)!r} is not a COCO instances JSON (images/categories): {e!r}"
+        ) from None
+    # cls91to80=False: class = category_id - 1; names come from the JSON itself.
+    names = [cats.get(i + 1, f"class_{i}") for i in range(max(cats, default=0))]
+    stem = src.stem.replace("instances_", "")
+    candidates = (
+        [Path(images)]
+        if images
+        else [src.parent.parent / "images" / stem, src.parent.parent / stem, src.parent / "images"]
+    )
+    img_dir = next((p for p in candidates if p.is_dir()), None)
+    if img_dir is None:
+        raise FileNotFoundError(
+            f"Images for {str(src)!r} not found; pass `images=<dir>` "
+            f"(tried {', '.join(map(str, candidates))})."
+        )
+    tmp = Path(tempfile.mkdtemp(prefix="keras_ls_coco_"))
+    (tmp / "ann").mkdir()
+    shutil.copyfile(src, tmp / "ann" / src.name)
+    convert_coco(labels_dir=str(tmp / "ann"), save_dir=str(tmp / "yolo"), cls91to80=False)
+    lbl_dir = tmp / "yolo" / "labels" / stem
+    pairs = [(img_dir / f, lbl_dir / Path(f).with_suffix(".txt")) for f in files]
+    missing = [p for p, _ in pairs if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"{len(missing)} image(s) listed in {str(src)!r} are not in "
+            f"{str(img_dir)!r}, e.g. {str(missing[0])!r}."
+        )
+    rng = random.Random(seed)
+    order = pairs[:]
+    rng.shuffle(order)
+    n_val = max(1, round(len(order) * val_fraction)) if len(order) > 1 else 0
+    val, train = sorted(order[:n_val]), sorted(order[n_val:])
+    return names, {"train": train, "val": val or train}, tmp
+
+
+def _read_rows(label: Path | None) -> list[list[str]]:
+    if label is None or not label.is_file():
+        return []
+    return [ln.split() for ln in label.read_text(encoding="utf-8").splitlines() if ln.strip()]
+
+
+def make_subset(
+    src: str | os.PathLike,
+    classes: Sequence[str] | str,
+    out: str | os.PathLike,
+    max_images: int | None = None,
+    keep_background: bool = False,
+    seed: int = 0,
+    images: str | os.PathLike | None = None,
+    val_fraction: float = 0.2,
+    overwrite: bool = False,
+) -> Path:
+    """Write a YOLO dataset of ``classes`` only (new ids 0..k-1, in order); return its data.yaml.
+
+    Args:
+        src: a YOLO ``data.yaml`` (train/val splits kept) or a COCO instances
+            JSON (``images=`` dir of its images; split into train/val by
+            ``val_fraction``).
+        classes: class names, e.g. ``["person", "car", "dog"]`` or ``"person,car,dog"``.
+        out: output directory (``images/{train,val}``, ``labels/{train,val}``, ``data.yaml``).
+        max_images: at most this many images per split (a seeded random pick); None = all.
+        keep_background: keep images with none of the classes, with an empty
+            label file (background); default drops them.
+        seed: seed for every random choice: same inputs + seed -> same dataset.
+        overwrite: replace ``out`` if it exists (else it must be absent or empty).
+    """
+    wanted = _parse_classes(classes)
+    if max_images is not None and (
+        isinstance(max_images, bool) or not isinstance(max_images, int) or max_images < 1
+    ):
+        raise ValueError(
+            f"`max_images` must be a positive integer or None; received {max_images!r}."
+        )
+    if not isinstance(val_fraction, (int, float)) or not 0 < val_fraction < 1:
+        raise ValueError(f"`val_fraction` must be in (0, 1); received {val_fraction!r}.")
+    src = Path(src)
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        if not overwrite:
+            raise FileExistsError(
+                f"`out` {str(out)!r} exists and is not empty; pass overwrite=True."
+            )
+        shutil.rmtree(out)
+    tmp = None
+    if src.suffix.lower() == ".json":
+        if not src.is_file():
+            raise FileNotFoundError(f"`src` COCO JSON not found: {str(src)!r}.")
+        names, splits, tmp = _from_coco_json(src, images, val_fraction, seed)
+    elif src.suffix.lower() in (".yaml", ".yml"):
+        names, splits = _from_yaml(src)
+    else:
+        raise ValueError(
+            f"`src` must be a data.yaml or a COCO instances .json; received {str(src)!r}."
+        )
+    try:
+        remap = _resolve_classes(wanted, names)
+        chosen: dict[str, list[tuple[Path, list[str]]]] = {}
+        for split, pairs in splits.items():
+            kept, background = [], []
+            for img, lbl in pairs:
+                rows = []
+                for r in _read_rows(lbl):
+                    try:
+                        cid = int(float(r[0]))
+                    except (ValueError, IndexError):
+                        raise ValueError(
+                            f"Malformed label row {' '.join(r)!r} in {str(lbl)!r}."
+                        ) from None
+                    if cid in remap:
+                        rows.append(" ".join([str(remap[cid]), *r[1:]]))
+                (kept if rows else background).append((img, rows))
+            if split == "train" and not kept:
+                raise ValueError(
+                    f"Empty label set: no train image in {str(src)!r} contains any of {wanted}."
+                )
+            pool = kept + (background if keep_background else [])
+            pool.sort(key=lambda x: str(x[0]))
+            if max_images is not None and len(pool) > max_images:
+                pool = random.Random(f"{seed}:{split}").sample(pool, max_images)
+                pool.sort(key=lambda x: str(x[0]))
+            if not pool:
+                raise ValueError(
+                    f"The {split} split would be empty: no image contains any of {wanted}."
+                )
+            chosen[split] = pool
+        for split, pool in chosen.items():
+            (out / "images" / split).mkdir(parents=True, exist_ok=True)
+            (out / "labels" / split).mkdir(parents=True, exist_ok=True)
+            used: set[str] = set()
+            for img, rows in pool:
+                name = img.name
+                while name in used:  # same file name from nested source dirs
+                    name = f"_{name}"
+                used.add(name)
+                shutil.copyfile(img, out / "images" / split / name)
+                text = "".join(r + "\n" for r in rows)
+                (out / "labels" / split / name).with_suffix(".txt").write_text(
+                    text, encoding="utf-8"
+                )
+        header = (
+            f"# Subset of {src.resolve()} written by `python -m detection subset`\n"
+            f"# classes={','.join(wanted)} max_images={max_images} "
+            f"keep_background={keep_background} seed={seed}\n"
+            "# No `path:` key: Ultralytics resolves train/val against this file's folder.\n"
+        )
+        body = {
+            "train": "images/train",
+            "val": "images/val",
+            "nc": len(wanted),
+            "names": dict(enumerate(wanted)),
+        }
+        (out / "data.yaml").write_text(
+            header + yaml.safe_dump(body, sort_keys=False), encoding="utf-8"
+        )
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return out / "data.yaml"

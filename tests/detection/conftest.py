@@ -1,0 +1,58 @@
+"""Shared fixtures for the detection tests: offline Ultralytics and COCO128 location.
+
+Offline settings go into the environment before anything imports ultralytics
+(Ultralytics reads YOLO_CONFIG_DIR / YOLO_OFFLINE at import time).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+
+_CFG = Path(tempfile.gettempdir()) / f"keras_ls_test_yolo_cfg_{os.getuid()}"
+os.environ.setdefault("YOLO_CONFIG_DIR", str(_CFG))
+os.environ["YOLO_OFFLINE"] = "1"
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def coco128_dir() -> Path:
+    env = os.environ.get("KERAS_LS_COCO128")
+    return Path(env) if env else (REPO / ".." / "shared" / "data" / "coco128").resolve()
+
+
+@pytest.fixture(scope="session")
+def offline_cfg() -> Path:
+    import detection
+
+    return detection.offline(os.environ["YOLO_CONFIG_DIR"])
+
+
+@pytest.fixture(scope="session")
+def coco128() -> Path:
+    root = coco128_dir()
+    if not (root / "data.yaml").is_file():
+        pytest.skip(f"COCO128 not found at {root} (set KERAS_LS_COCO128)")
+    return root
+
+
+@pytest.fixture(scope="session")
+def subset3(tmp_path_factory, coco128, offline_cfg) -> Path:
+    """A 3-class COCO128 subset (person, car, dog), 16 train / 8 val images."""
+    from detection.data import make_subset
+
+    out = tmp_path_factory.mktemp("subset3") / "ds"
+    return _small_subset(make_subset, coco128, out)
+
+
+def _small_subset(make_subset, coco128: Path, out: Path) -> Path:
+    yaml_path = make_subset(coco128 / "data.yaml", "person,car,dog", out, max_images=16, seed=0)
+    # Keep val small too: drop all but 8 val images (deterministic: sorted names).
+    val = sorted((out / "images" / "val").iterdir())
+    for img in val[8:]:
+        img.unlink()
+        (out / "labels" / "val" / img.with_suffix(".txt").name).unlink()
+    return yaml_path
