@@ -8,6 +8,7 @@ Heavy names (anything touching Keras) are imported lazily, so that
 from __future__ import annotations
 
 import importlib
+import sys
 from typing import Any
 
 __version__ = "0.1.0"
@@ -26,6 +27,30 @@ _SUBMODULES = ("smoothing", "schedules", "calibration", "noise", "data", "losses
                "callbacks", "metrics")
 
 __all__ = sorted(_LAZY) + list(_SUBMODULES)
+
+
+# Modules whose classes are registered with Keras serialization.
+_REGISTERING = ("keras_ls.losses", "keras_ls.metrics", "keras_ls.online", "keras_ls.losses_extra")
+
+
+def register_serializables() -> None:
+    """Import the modules that register keras-ls classes with Keras.
+
+    Needed before ``keras.saving.load_model`` can rebuild a model compiled
+    with a keras-ls loss or metric. ``import keras_ls`` does it by itself when
+    Keras is already imported (``import keras, keras_ls``); otherwise call it,
+    or import any Keras-side name (``from keras_ls import SmoothedCE``).
+    """
+    for module in _REGISTERING:
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as e:  # optional module not present
+            if e.name != module:
+                raise
+
+
+if "keras" in sys.modules:  # never import Keras (and TF) ourselves here
+    register_serializables()
 
 
 def __getattr__(name: str) -> Any:
