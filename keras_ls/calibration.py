@@ -328,7 +328,6 @@ def nll(y_true: Any, y_prob: Any, from_logits: bool = False, eps: float = 1e-12)
     0.693147
     """
     from_logits = _check_bool(from_logits, "from_logits")
-    arr = _check_probs(y_prob, from_logits=False) if not from_logits else None
     if from_logits:
         logits = _as_float_array(y_prob, "y_prob")
         if logits.ndim != 2:
@@ -337,10 +336,11 @@ def nll(y_true: Any, y_prob: Any, from_logits: bool = False, eps: float = 1e-12)
                 f"shape {logits.shape}."
             )
         if not np.all(np.isfinite(logits)):
-            raise ValueError("`y_prob` (logits) must be finite.")
+            raise ValueError("`y_prob` (logits) must be finite (no NaN or inf).")
         log_p = _log_softmax(logits.astype(np.float64))
     else:
-        log_p = np.log(np.clip(arr.astype(np.float64), eps, 1.0))
+        probs = _check_probs(y_prob, from_logits=False).astype(np.float64)
+        log_p = np.log(np.clip(probs, eps, 1.0))
     n, k = log_p.shape
     targets = _check_targets(y_true, n, k, dense=True)
     if n == 0:

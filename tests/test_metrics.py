@@ -103,6 +103,14 @@ def test_streaming_invariance_over_random_splits(seed, cuts, num_bins):
     assert float(m.result()) == pytest.approx(want, abs=ATOL)
 
 
+def test_public_names():
+    import keras_ls
+
+    assert keras_ls.ExpectedCalibrationError is ExpectedCalibrationError
+    name = keras.saving.get_registered_name(ExpectedCalibrationError)
+    assert name == "keras_ls>ExpectedCalibrationError"
+
+
 def test_config_and_serialization():
     m = ExpectedCalibrationError(num_bins=7, from_logits=True, name="cal")
     cfg = m.get_config()
