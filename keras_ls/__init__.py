@@ -23,8 +23,16 @@ _LAZY = {
     "ConfidencePenaltyCE": "keras_ls.losses_extra",
     "SmoothedDice": "keras_ls.losses_extra",
 }
-_SUBMODULES = ("smoothing", "schedules", "calibration", "noise", "data", "losses",
-               "callbacks", "metrics")
+_SUBMODULES = (
+    "smoothing",
+    "schedules",
+    "calibration",
+    "noise",
+    "data",
+    "losses",
+    "callbacks",
+    "metrics",
+)
 
 __all__ = sorted(_LAZY) + list(_SUBMODULES)
 

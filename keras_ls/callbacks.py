@@ -69,8 +69,7 @@ class SmoothingScheduler(keras.callbacks.Callback):
         self._given = None if loss is None else _collect(loss, "loss")
         if self._given == []:
             raise ValueError(
-                "`loss` must be a SmoothedCE/SmoothedBCE (or a list of them); "
-                f"received {loss!r}."
+                f"`loss` must be a SmoothedCE/SmoothedBCE (or a list of them); received {loss!r}."
             )
         self._losses: list[_SmoothingLoss] = []
         self._epoch = 0
@@ -110,8 +109,10 @@ class SmoothingScheduler(keras.callbacks.Callback):
         if self.update == "epoch":
             self._apply(self._epoch)
             if self.verbose:
-                print(f"\nEpoch {epoch + 1}: SmoothingScheduler sets label_smoothing to "
-                      f"{self.value:.6g}.")
+                print(
+                    f"\nEpoch {epoch + 1}: SmoothingScheduler sets label_smoothing to "
+                    f"{self.value:.6g}."
+                )
 
     def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
         if self.update != "batch":

@@ -175,9 +175,7 @@ class SmoothedCE(_SmoothingLoss):
             )
         axis = self.axis % ndim if -ndim <= self.axis < ndim else None
         if axis is None:
-            raise ValueError(
-                f"`axis`={self.axis} is out of range for `y_pred` of rank {ndim}."
-            )
+            raise ValueError(f"`axis`={self.axis} is out of range for `y_pred` of rank {ndim}.")
         num_classes = y_pred.shape[axis]
         if self.prior is not None and num_classes is not None and self.prior.size != num_classes:
             raise ValueError(
@@ -206,9 +204,7 @@ class SmoothedCE(_SmoothingLoss):
         elif num_classes is None:
             prior = 1.0 / ops.cast(ops.shape(y_pred)[axis], y_pred.dtype)
         target = mix(ops.cast(y_true, y_pred.dtype), prior, a)
-        return ops.categorical_crossentropy(
-            target, y_pred, from_logits=self.from_logits, axis=axis
-        )
+        return ops.categorical_crossentropy(target, y_pred, from_logits=self.from_logits, axis=axis)
 
     def get_config(self) -> dict:
         config = super().get_config()
@@ -384,9 +380,7 @@ def _tf_sparse_kernel(logits: Any, labels: Any, a: Any, prior: np.ndarray | None
     def kernel(z: tf.Tensor, a: tf.Tensor) -> tuple[tf.Tensor, Any]:
         xent, backprop = tf.raw_ops.SparseSoftmaxCrossEntropyWithLogits(features=z, labels=y)
         z_y = tf.gather(z, y[:, None], batch_dims=1)[:, 0]
-        z_bar = (
-            tf.reduce_mean(z, axis=-1) if prior_t is None else tf.linalg.matvec(z, prior_t)
-        )
+        z_bar = tf.reduce_mean(z, axis=-1) if prior_t is None else tf.linalg.matvec(z, prior_t)
         # log p_y = -xent ; <prior, log p> = z_bar - lse = (z_bar - z_y) - xent
         loss = -mix(-xent, (z_bar - z_y) - xent, a)
 

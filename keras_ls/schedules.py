@@ -213,8 +213,7 @@ def from_name(name: str, start: float, end: float, steps: int) -> SmoothingSched
     """
     if not isinstance(name, str) or name.lower() not in SCHEDULE_NAMES:
         raise ValueError(
-            f"Unknown smoothing schedule {name!r}; expected one of "
-            f"{', '.join(SCHEDULE_NAMES)}."
+            f"Unknown smoothing schedule {name!r}; expected one of {', '.join(SCHEDULE_NAMES)}."
         )
     name = name.lower()
     if name == "constant":

@@ -64,9 +64,7 @@ def validate_factor(value: Any, name: str = "label_smoothing") -> float:
         value = arr.item()
     value = float(value)
     if not math.isfinite(value) or not 0.0 <= value <= 1.0:
-        raise ValueError(
-            f"`{name}` must be a finite number in [0, 1]; received {value!r}."
-        )
+        raise ValueError(f"`{name}` must be a finite number in [0, 1]; received {value!r}.")
     return value
 
 
@@ -87,32 +85,25 @@ def validate_prior(
         arr = np.asarray(prior, dtype=np.float64)
     except (TypeError, ValueError) as e:
         raise TypeError(
-            f"`{name}` must be a 1-D sequence of class probabilities; received "
-            f"{prior!r}."
+            f"`{name}` must be a 1-D sequence of class probabilities; received {prior!r}."
         ) from e
     if arr.ndim != 1 or arr.size < 1:
         raise ValueError(
-            f"`{name}` must be a 1-D vector of length num_classes; received shape "
-            f"{arr.shape}."
+            f"`{name}` must be a 1-D vector of length num_classes; received shape {arr.shape}."
         )
     if num_classes is not None and arr.size != num_classes:
         raise ValueError(
-            f"`{name}` must have one entry per class ({num_classes}); received "
-            f"length {arr.size}."
+            f"`{name}` must have one entry per class ({num_classes}); received length {arr.size}."
         )
     if not np.all(np.isfinite(arr)) or np.any(arr < 0):
-        raise ValueError(
-            f"`{name}` must be finite and non-negative; received {arr.tolist()}."
-        )
+        raise ValueError(f"`{name}` must be finite and non-negative; received {arr.tolist()}.")
     total = float(arr.sum())
     if abs(total - 1.0) > atol:
         raise ValueError(f"`{name}` must sum to 1; received a sum of {total:.6g}.")
     return arr
 
 
-def _prior_for_axis(
-    prior: np.ndarray | None, num_classes: int, ndim: int, axis: int
-) -> Any:
+def _prior_for_axis(prior: np.ndarray | None, num_classes: int, ndim: int, axis: int) -> Any:
     """The prior shaped to broadcast along ``axis`` (a float when uniform)."""
     if prior is None:
         return 1.0 / num_classes
@@ -142,9 +133,7 @@ def smooth_labels(
         validate_factor(label_smoothing)
     shape = tuple(y.shape)
     if not shape:
-        raise ValueError(
-            "`y` must have a class axis (one-hot or soft labels); received a scalar."
-        )
+        raise ValueError("`y` must have a class axis (one-hot or soft labels); received a scalar.")
     num_classes = int(shape[axis])
     prior_arr = validate_prior(prior, num_classes)
     if isinstance(y, (list, tuple)):

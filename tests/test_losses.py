@@ -22,7 +22,9 @@ def _logits(shape, scale=3.0):
 def _torch_ce(logits, labels, a, axis=-1, ignore_index=-100):
     z = torch.tensor(np.moveaxis(logits, axis, 1) if logits.ndim > 2 else logits)
     return float(
-        F.cross_entropy(z, torch.tensor(labels).long(), label_smoothing=a, ignore_index=ignore_index)
+        F.cross_entropy(
+            z, torch.tensor(labels).long(), label_smoothing=a, ignore_index=ignore_index
+        )
     )
 
 
@@ -82,7 +84,9 @@ def test_dense_matches_keras_categorical_crossentropy(a):
     soft = RNG.dirichlet(np.ones(5), size=12).astype("float32")  # MixUp-like
     for labels in (y, soft):
         ours = float(SmoothedCE(a, from_logits=True)(labels, z))
-        ref = float(keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=a)(labels, z))
+        ref = float(
+            keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=a)(labels, z)
+        )
         assert ours == pytest.approx(ref, rel=1e-6)
     probs = tf.nn.softmax(z).numpy()
     ours = float(SmoothedCE(a)(y, probs))
@@ -217,7 +221,9 @@ def test_assignment_reaches_compiled_function_without_retrace():
     for a in (0.0, 0.5, 1.0):
         loss.label_smoothing = a
         values.append(float(f(z)))
-    np.testing.assert_allclose(values, [np_smoothed_ce(y, z, a) for a in (0.0, 0.5, 1.0)], rtol=1e-5)
+    np.testing.assert_allclose(
+        values, [np_smoothed_ce(y, z, a) for a in (0.0, 0.5, 1.0)], rtol=1e-5
+    )
     assert len(traces) == 1
 
 
@@ -279,7 +285,9 @@ def test_bce_matches_keras(a, from_logits):
     pred = z if from_logits else tf.sigmoid(z).numpy()
     y = RNG.integers(0, 2, (6, 4)).astype("float32")
     ours = float(SmoothedBCE(a, from_logits=from_logits)(y, pred))
-    ref = float(keras.losses.BinaryCrossentropy(from_logits=from_logits, label_smoothing=a)(y, pred))
+    ref = float(
+        keras.losses.BinaryCrossentropy(from_logits=from_logits, label_smoothing=a)(y, pred)
+    )
     assert ours == pytest.approx(ref, rel=1e-5)
     t = y * (1 - a) + a / 2
     sig = 1 / (1 + np.exp(-z.astype(np.float64)))
