@@ -121,7 +121,7 @@ def resolve_model(model: str | os.PathLike) -> str:
     if cached.exists():
         return str(cached)
     raise FileNotFoundError(
-        f"`model={text}` is not on disk and detection.offline() is on, so it cannot be "
-        "downloaded. Pass a local .pt file (e.g. a previous run's weights/best.pt) or a "
+        f"`model={text}`: {path.name} is not on disk and detection.offline() is on, so it "
+        "cannot be downloaded. Pass a local .pt file (e.g. a previous run's weights/best.pt) or a "
         "model config such as yolo11n.yaml to train from scratch."
     )

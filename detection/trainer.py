@@ -136,6 +136,14 @@ class _SmoothingMixin:
             )
         return factor
 
+    def get_validator(self) -> Any:
+        """The stock validator; it re-checks ``args`` with ``get_cfg``, so hide our keys."""
+        saved = {k: vars(self.args).pop(k) for k in KEYS if k in vars(self.args)}
+        try:
+            return super().get_validator()
+        finally:
+            vars(self.args).update(saved)
+
     def save_metrics(self, metrics: dict) -> None:
         """Add the epoch's factor as a ``label_smoothing`` column of results.csv."""
         super().save_metrics({**metrics, CSV_COLUMN: self.label_smoothing_value})

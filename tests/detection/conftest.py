@@ -7,16 +7,26 @@ Offline settings go into the environment before anything imports ultralytics
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 from pathlib import Path
 
 import pytest
 
+REPO = Path(__file__).resolve().parents[2]
+
+# tests/conftest.py puts tests/ on sys.path, where this folder (tests/detection, no
+# __init__.py) would shadow the real `detection` package as a namespace package.
+# Put the repo root first and drop a shadow import if one happened already.
+if sys.path[:1] != [str(REPO)]:
+    sys.path.insert(0, str(REPO))
+if getattr(sys.modules.get("detection"), "__file__", "") is None:
+    for _name in [n for n in sys.modules if n == "detection" or n.startswith("detection.")]:
+        del sys.modules[_name]
+
 _CFG = Path(tempfile.gettempdir()) / f"keras_ls_test_yolo_cfg_{os.getuid()}"
 os.environ.setdefault("YOLO_CONFIG_DIR", str(_CFG))
 os.environ["YOLO_OFFLINE"] = "1"
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 def coco128_dir() -> Path:

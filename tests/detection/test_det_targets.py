@@ -50,8 +50,10 @@ def test_yolov5_formula():
     torch.testing.assert_close(out[1, 1], torch.tensor([0.1, 0.1, 0.9]), rtol=0, atol=1e-7)
     # score 0.35 row: scaled by the score.
     torch.testing.assert_close(
-        out[0, 3], torch.tensor([0.8 * 0.35 + 0.2 * 0.175, 0.2 * 0.175, 0.2 * 0.175]),
-        rtol=0, atol=1e-7,
+        out[0, 3],
+        torch.tensor([0.8 * 0.35 + 0.2 * 0.175, 0.2 * 0.175, 0.2 * 0.175]),
+        rtol=0,
+        atol=1e-7,
     )
     bg = t.sum(-1) == 0
     assert torch.equal(out[bg], torch.zeros_like(out[bg]))
@@ -140,8 +142,12 @@ def test_real_loss_zero_factor_bit_identical_and_class_term_only(cfg, offline_cf
     # Same fixed assigner outputs for both criteria and all branches.
     any_preds = preds["one2many"] if "one2many" in preds else preds
     anchors, _ = make_anchors(any_preds["feats"], model.stride, 0.5)
-    strides = torch.cat([torch.full((f.shape[2] * f.shape[3],), float(s))
-                         for f, s in zip(any_preds["feats"], model.stride)])
+    strides = torch.cat(
+        [
+            torch.full((f.shape[2] * f.shape[3],), float(s))
+            for f, s in zip(any_preds["feats"], model.stride)
+        ]
+    )
     t = _fixed_targets(anchors.shape[0])
     for crit in (stock, smoothed):
         for br in _branches(crit):
@@ -180,13 +186,16 @@ def test_both_e2e_branches_change_and_gradients_flow(offline_cfg):
     crit = model.init_criterion()
     p = preds["one2many"]
     anchors, _ = make_anchors(p["feats"], model.stride, 0.5)
-    strides = torch.cat([torch.full((f.shape[2] * f.shape[3],), float(s))
-                         for f, s in zip(p["feats"], model.stride)])
+    strides = torch.cat(
+        [torch.full((f.shape[2] * f.shape[3],), float(s)) for f, s in zip(p["feats"], model.stride)]
+    )
     t = _fixed_targets(anchors.shape[0], seed=3)
     for br in _branches(crit):
         br.assigner = _FixedAssigner(t, anchors * strides[:, None])
-    base = {n: crit.__dict__[n].loss(preds[n], batch)[1]["cls_loss"].clone()
-            for n in ("one2many", "one2one")}
+    base = {
+        n: crit.__dict__[n].loss(preds[n], batch)[1]["cls_loss"].clone()
+        for n in ("one2many", "one2one")
+    }
     patch_detection_criterion(crit, 0.3, "yolov5")
     for n in ("one2many", "one2one"):
         assert crit.__dict__[n].bce.label_smoothing == 0.3
