@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 import keras
+import numpy as np
 from keras import tree
 
 from keras_ls import schedules as _schedules
@@ -93,8 +94,9 @@ class SmoothingScheduler(keras.callbacks.Callback):
     def _apply(self, step: int) -> None:
         value = _schedules.evaluate(self.schedule, step)
         changed = False
+        stored = float(np.float32(value))  # the variable is float32
         for loss in self._losses:
-            if loss.label_smoothing != value:
+            if loss.label_smoothing != stored:
                 loss.label_smoothing = value
                 changed = True
         self.value = value
