@@ -92,8 +92,8 @@ class ExpectedCalibrationError(keras.metrics.Metric):
         Args:
             y_true: Sparse labels ``(B,)`` / ``(B, 1)`` or one-hot/soft ``(B, K)``.
             y_pred: Probabilities ``(B, K)`` (logits if ``from_logits=True``).
-            sample_weight: Optional per-sample weights, shape ``(B,)``,
-                ``(B, 1)`` or scalar.
+            sample_weight: Optional per-sample weights: scalar, ``(B,)``,
+                ``(B, 1)``, or broadcastable to ``y_pred.shape[:-1]``.
         """
         y_pred = ops.convert_to_tensor(y_pred)
         y_true = ops.convert_to_tensor(y_true)
@@ -117,6 +117,7 @@ class ExpectedCalibrationError(keras.metrics.Metric):
                 f"received shape {tuple(y_true.shape)}."
             )
 
+        sample_shape = ops.shape(y_pred)[:-1]  # batch (+ e.g. time) dimensions
         y_pred = ops.reshape(ops.cast(y_pred, self.dtype), (-1, num_classes))
         if self.from_logits:
             y_pred = ops.softmax(y_pred, axis=-1)
@@ -141,10 +142,12 @@ class ExpectedCalibrationError(keras.metrics.Metric):
             weight = ops.ones_like(conf)
         else:
             weight = ops.cast(ops.convert_to_tensor(sample_weight), self.dtype)
-            if len(weight.shape) == 0:
-                weight = weight * ops.ones_like(conf)
-            else:
-                weight = ops.reshape(weight, (-1,))
+            # (B, 1) -> (B,); (B,) with y_pred (B, T, K) -> (B, 1) -> broadcast (B, T).
+            if len(weight.shape) == pred_rank and weight.shape[-1] == 1:
+                weight = ops.squeeze(weight, axis=-1)
+            while 0 < len(weight.shape) < pred_rank - 1:
+                weight = ops.expand_dims(weight, -1)
+            weight = ops.reshape(ops.broadcast_to(weight, sample_shape), (-1,))
         # Elementwise products and sums, not matmul: TF32 matmuls on GPUs
         # would round the per-bin sums.
         w_bins = ops.expand_dims(weight, 1) * in_bin

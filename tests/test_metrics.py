@@ -72,6 +72,19 @@ def test_hand_computed_and_lifecycle():
     assert m.bins().counts.sum() == pytest.approx(6.0)
 
 
+def test_sequence_inputs_are_flattened():
+    """(B, T, K) predictions: every position is a sample; (B,) weights broadcast over T."""
+    labels, _, probs, weights = make_data(n=240, k=5)
+    w_bt = np.repeat(weights[:60, None], 4, axis=1)  # (60, 4): per-sequence weights
+    m = ExpectedCalibrationError(num_bins=6)
+    m.update_state(labels.reshape(60, 4), probs.reshape(60, 4, 5), sample_weight=weights[:60])
+    want = expected_calibration_error(labels, probs, 6, sample_weight=w_bt.reshape(-1))
+    assert float(m.result()) == pytest.approx(want, abs=ATOL)
+    m.reset_state()
+    m.update_state(labels.reshape(60, 4, 1), probs.reshape(60, 4, 5), sample_weight=w_bt)
+    assert float(m.result()) == pytest.approx(want, abs=ATOL)
+
+
 def test_boundaries_bin_like_numpy():
     """Confidences exactly on bin edges (0, 0.2, 0.4, 1.0) land in the same bins."""
     above = float(np.nextafter(np.float32(0.2), np.float32(1)))
@@ -165,6 +178,10 @@ def test_compile_fit_evaluate(jit_compile, from_logits):
         optimizer="sgd",
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits),
         metrics=[ExpectedCalibrationError(num_bins=10, from_logits=from_logits)],
+        # Keras passes sample_weight to `weighted_metrics` only.
+        weighted_metrics=[
+            ExpectedCalibrationError(num_bins=10, from_logits=from_logits, name="ece_w")
+        ],
         jit_compile=jit_compile,
     )
     hist = model.fit(x, y, batch_size=32, epochs=1, verbose=0)
@@ -173,6 +190,12 @@ def test_compile_fit_evaluate(jit_compile, from_logits):
     out = model.predict(x, batch_size=96, verbose=0)
     want = expected_calibration_error(y, out, 10, from_logits=from_logits)
     assert got == pytest.approx(want, abs=1e-5)
+    w = np.linspace(0.0, 2.0, len(y)).astype(np.float32)
+    got_w = model.evaluate(x, y, sample_weight=w, batch_size=40, verbose=0, return_dict=True)
+    want_w = expected_calibration_error(y, out, 10, from_logits=from_logits, sample_weight=w)
+    assert got_w["ece_w"] == pytest.approx(want_w, abs=1e-5)
+    assert got_w["ece"] == pytest.approx(want, abs=1e-5)
+    assert want_w != pytest.approx(want, abs=1e-4)  # the weights do matter here
 
 
 @pytest.mark.slow
