@@ -60,6 +60,9 @@ class ExpectedCalibrationError(keras.metrics.Metric):
                   loss="sparse_categorical_crossentropy",
                   metrics=["accuracy", keras_ls.ExpectedCalibrationError()])
     ```
+
+    (Keras passes ``sample_weight`` / ``class_weight`` only to
+    ``weighted_metrics=[...]``; a metric in ``metrics=[...]`` is unweighted.)
     """
 
     def __init__(
