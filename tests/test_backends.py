@@ -3,7 +3,7 @@
 import json
 
 import pytest
-from conftest import run_python
+from ls_reference import run_python
 
 SCRIPT = r"""
 import json, numpy as np, keras

@@ -3,7 +3,7 @@
 import keras
 import numpy as np
 import pytest
-from conftest import np_smoothed_ce
+from ls_reference import np_smoothed_ce
 
 from keras_ls import SmoothedBCE, SmoothedCE, SmoothingScheduler, schedules
 

@@ -4,7 +4,7 @@ import json
 
 import keras
 import numpy as np
-from conftest import run_python
+from ls_reference import run_python
 
 from keras_ls import SmoothedCE, SmoothingScheduler, schedules
 

@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import run_python
+from ls_reference import run_python
 
 from keras_ls.smoothing import mix, smooth_labels, validate_factor, validate_prior
 
