@@ -27,6 +27,9 @@ from typing import Any
 _LAZY = {
     "SmoothedDetectionTrainer": "detection.trainer",
     "SmoothedClassificationTrainer": "detection.trainer",
+    "SmoothedSegmentationTrainer": "detection.trainer",
+    "SmoothedPoseTrainer": "detection.trainer",
+    "SmoothedOBBTrainer": "detection.trainer",
     "offline": "detection.offline",
     "is_offline": "detection.offline",
     "resolve_model": "detection.offline",

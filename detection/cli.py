@@ -6,7 +6,8 @@
         out=coco_pcd [keep_background=true] [seed=0] [images=dir (COCO JSON)] [val_fraction=0.2]
 
 ``train`` takes every Ultralytics training key plus the four smoothing keys;
-``task=classify`` (or a ``*-cls`` model) uses the classification trainer.
+``task=`` (or the model name: ``*-cls``, ``*-seg``, ``*-pose``, ``*-obb``) picks the
+classification, segmentation, pose or OBB trainer; detection otherwise.
 ``offline=true`` (or ``KERAS_LS_OFFLINE=1``) calls :func:`detection.offline` first.
 Bad input exits with status 2 and a one-line ``error:`` message.
 """
@@ -65,15 +66,19 @@ def cmd_train(kw: dict[str, Any]) -> int:
     if model is None:
         raise ValueError("`model` is required, e.g. model=yolo11n.yaml or model=path/to/best.pt.")
     pop_config(dict(kw))  # validate the smoothing keys before anything heavy is imported
-    task = kw.get("task") or ("classify" if Path(str(model)).stem.endswith("-cls") else "detect")
+    stem = Path(str(model)).stem
+    suffixes = {"-cls": "classify", "-seg": "segment", "-pose": "pose", "-obb": "obb"}
+    task = kw.get("task") or next((t for s, t in suffixes.items() if s in stem), "detect")
     from detection.offline import resolve_model
 
     model = resolve_model(model)
     from ultralytics import YOLO
 
-    from detection.trainer import SmoothedClassificationTrainer, SmoothedDetectionTrainer
+    from detection.trainer import TRAINERS
 
-    trainer = SmoothedClassificationTrainer if task == "classify" else SmoothedDetectionTrainer
+    if task not in TRAINERS:
+        raise ValueError(f"`task` must be one of {', '.join(TRAINERS)}; received {task!r}.")
+    trainer = TRAINERS[task]
     yolo = YOLO(model, task=task)
     yolo.train(trainer=trainer, **kw)
     if yolo.trainer is not None:

@@ -28,6 +28,9 @@ from typing import Any
 
 from ultralytics.models.yolo.classify import ClassificationTrainer
 from ultralytics.models.yolo.detect import DetectionTrainer
+from ultralytics.models.yolo.obb import OBBTrainer
+from ultralytics.models.yolo.pose import PoseTrainer
+from ultralytics.models.yolo.segment import SegmentationTrainer
 from ultralytics.utils import DEFAULT_CFG, LOGGER, RANK, YAML
 from ultralytics.utils.torch_utils import unwrap_model
 
@@ -40,7 +43,15 @@ from detection.targets import (
     patch_detection_criterion,
 )
 
-__all__ = ["SmoothedDetectionTrainer", "SmoothedClassificationTrainer", "CSV_COLUMN"]
+__all__ = [
+    "SmoothedDetectionTrainer",
+    "SmoothedSegmentationTrainer",
+    "SmoothedPoseTrainer",
+    "SmoothedOBBTrainer",
+    "SmoothedClassificationTrainer",
+    "TRAINERS",
+    "CSV_COLUMN",
+]
 
 #: Name of the results.csv column holding the epoch's smoothing factor.
 CSV_COLUMN = "label_smoothing"
@@ -159,7 +170,7 @@ class SmoothedDetectionTrainer(_SmoothingMixin, DetectionTrainer):
     """
 
     def _check_smoothing_inputs(self, overrides: dict) -> None:
-        if not overrides.get("resume") and overrides.get("task", "detect") == "detect":
+        if not overrides.get("resume"):
             check_detection_data(overrides.get("data"))
 
     def _install_criterion(self, model: Any, factor: float) -> None:
@@ -167,6 +178,18 @@ class SmoothedDetectionTrainer(_SmoothingMixin, DetectionTrainer):
 
     def _criterion_is_smoothed(self, criterion: Any) -> bool:
         return any(isinstance(x.bce, SmoothedBCEWithLogits) for x in detection_losses(criterion))
+
+
+class SmoothedSegmentationTrainer(SmoothedDetectionTrainer, SegmentationTrainer):
+    """``SegmentationTrainer`` with smoothed class targets (same keys and formula)."""
+
+
+class SmoothedPoseTrainer(SmoothedDetectionTrainer, PoseTrainer):
+    """``PoseTrainer`` with smoothed class targets (same keys and formula)."""
+
+
+class SmoothedOBBTrainer(SmoothedDetectionTrainer, OBBTrainer):
+    """``OBBTrainer`` with smoothed class targets (same keys and formula)."""
 
 
 class SmoothedClassificationTrainer(_SmoothingMixin, ClassificationTrainer):
@@ -191,3 +214,13 @@ class SmoothedClassificationTrainer(_SmoothingMixin, ClassificationTrainer):
 
     def _criterion_is_smoothed(self, criterion: Any) -> bool:
         return isinstance(criterion, SmoothedClassificationLoss)
+
+
+#: Task name -> smoothed trainer class (what the CLI picks from ``task=``).
+TRAINERS = {
+    "detect": SmoothedDetectionTrainer,
+    "segment": SmoothedSegmentationTrainer,
+    "pose": SmoothedPoseTrainer,
+    "obb": SmoothedOBBTrainer,
+    "classify": SmoothedClassificationTrainer,
+}

@@ -219,3 +219,39 @@ def test_classification_loss_matches_torch():
         assert math.isclose(float(items["loss"]), float(ref.detach()), rel_tol=1e-6)
     loss.backward()
     assert logits.grad is not None and float(logits.grad.abs().sum()) > 0
+
+
+@pytest.mark.parametrize(
+    "model_cls, cfg",
+    [
+        ("SegmentationModel", "yolo11n-seg.yaml"),
+        ("PoseModel", "yolo11n-pose.yaml"),
+        ("OBBModel", "yolo11n-obb.yaml"),
+        ("SegmentationModel", "yolo26n-seg.yaml"),
+    ],
+)
+def test_segment_pose_obb_criteria_are_patched(model_cls, cfg, offline_cfg):
+    import ultralytics.nn.tasks as tasks
+    from ultralytics.utils import DEFAULT_CFG
+
+    model = getattr(tasks, model_cls)(cfg, nc=NC, verbose=False)
+    model.args = copy.copy(DEFAULT_CFG)
+    crit = patch_detection_criterion(model.init_criterion(), 0.1, "uniform")
+    branches = _branches(crit)
+    assert len(branches) == (2 if "26" in cfg else 1)
+    assert all(
+        isinstance(b.bce, SmoothedBCEWithLogits) and b.bce.label_smoothing == 0.1 for b in branches
+    )
+
+
+def test_task_trainers_keep_their_task_behaviour():
+    from ultralytics.models.yolo.obb import OBBTrainer
+    from ultralytics.models.yolo.pose import PoseTrainer
+    from ultralytics.models.yolo.segment import SegmentationTrainer
+
+    from detection.trainer import TRAINERS
+
+    assert TRAINERS["segment"].get_model is SegmentationTrainer.get_model
+    assert TRAINERS["pose"].get_model is PoseTrainer.get_model
+    assert TRAINERS["obb"].get_model is OBBTrainer.get_model
+    assert all(issubclass(t, TRAINERS["detect"]) for k, t in TRAINERS.items() if k != "classify")
