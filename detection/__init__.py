@@ -59,4 +59,4 @@ def __dir__() -> list[str]:
 
 
 if os.environ.get("KERAS_LS_OFFLINE", "").strip().lower() in ("1", "true", "yes"):
-    importlib.import_module("detection.offline").offline(os.environ.get("YOLO_CONFIG_DIR") or None)
+    importlib.import_module("detection.offline").offline()

@@ -55,7 +55,7 @@ def _offline(kw: dict[str, Any]) -> None:
     if flag or (flag is None and env):
         from detection.offline import offline
 
-        offline(os.environ.get("YOLO_CONFIG_DIR") or None)
+        offline()
 
 
 def cmd_train(kw: dict[str, Any]) -> int:

@@ -9,7 +9,8 @@ environment before ``import detection``) turns all of that off:
 - ``YOLO_OFFLINE=1`` (Ultralytics' own flag: ``ONLINE`` is False, so no
   version check, no events, AMP check is skipped with a warning);
 - a private ``YOLO_CONFIG_DIR`` (settings file and fonts; default
-  ``$XDG_CACHE_HOME/keras_ls/ultralytics``), with ``sync=False`` in it;
+  ``$XDG_CACHE_HOME/keras_ls/ultralytics`` unless ``YOLO_CONFIG_DIR`` is already
+  set), with ``sync=False`` in it;
 - a local TTF (matplotlib's DejaVuSans) copied in as ``Arial.ttf`` and
   ``Arial.Unicode.ttf``, so the font check never downloads;
 - :func:`resolve_model` fails at once, with a clear message, for a ``*.pt``
@@ -68,11 +69,14 @@ def offline(config_dir: str | os.PathLike | None = None) -> Path:
 
     Args:
         config_dir: where Ultralytics keeps its settings and fonts (becomes
-            ``YOLO_CONFIG_DIR``). Default: ``$XDG_CACHE_HOME/keras_ls/ultralytics``.
+            ``YOLO_CONFIG_DIR``). Default: ``$YOLO_CONFIG_DIR`` if set, else
+            ``$XDG_CACHE_HOME/keras_ls/ultralytics`` (``~/.cache/...``).
             Ignored (with a warning) if ``ultralytics`` was already imported
             with another directory.
     """
-    config_dir = Path(config_dir) if config_dir is not None else _default_config_dir()
+    if config_dir is None:  # an explicit YOLO_CONFIG_DIR from the user wins over ours
+        config_dir = os.environ.get("YOLO_CONFIG_DIR") or _default_config_dir()
+    config_dir = Path(config_dir)
     already = "ultralytics" in sys.modules
     os.environ["YOLO_OFFLINE"] = "1"
     if not already:
