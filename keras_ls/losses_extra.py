@@ -64,6 +64,38 @@ def _log_probs(y_pred: Any, from_logits: bool) -> Any:
     return ops.log(ops.clip(y_pred, eps, 1.0 - eps))
 
 
+def _mask_for_reduction(loss: Any, valid: Any, reduction: str | None) -> Any:
+    """Exclude invalid positions so the mean is over valid ones *globally*.
+
+    Single device (and JAX ``DataParallel``, where ``ops.sum`` already spans
+    the global batch): attach a Keras mask, as Keras' own ``ignore_class``
+    does, and ``Loss.__call__`` divides by the valid count.
+
+    ``tf.distribute`` with several replicas: that mask would divide each
+    replica's sum by its *own* valid count (then Keras scales by
+    ``1/num_replicas``), a mean of per-replica means that differs from
+    single-device training whenever replicas hold different numbers of
+    valid positions. Instead, all-reduce the valid count and pre-scale the
+    values by ``local_size * num_replicas / global_valid``, which Keras'
+    ``sum / local_size / num_replicas`` turns into ``sum / global_valid``
+    on every replica -- and the summed gradients into the global mean.
+    """
+    if keras.backend.backend() == "tensorflow" and reduction in ("sum_over_batch_size", "mean"):
+        import tensorflow as tf
+
+        ctx = tf.distribute.get_replica_context()
+        replicas = getattr(ctx, "num_replicas_in_sync", 1)
+        if ctx is not None and replicas > 1:
+            dtype = loss.dtype
+            local_valid = tf.reduce_sum(tf.cast(valid, dtype))
+            global_valid = ctx.all_reduce(tf.distribute.ReduceOp.SUM, local_valid)
+            local_size = tf.cast(tf.size(valid), dtype)
+            scale = tf.math.divide_no_nan(local_size * replicas, global_valid)
+            return loss * tf.stop_gradient(scale)
+    set_keras_mask(loss, valid)
+    return loss
+
+
 @keras.saving.register_keras_serializable(package="keras_ls")
 class ConfidencePenaltyCE(_SmoothingLoss):
     """Cross-entropy with a confidence penalty: ``CE(y, p) - beta * H(p)``.
@@ -175,7 +207,7 @@ class ConfidencePenaltyCE(_SmoothingLoss):
             loss = nll - beta * entropy
             if self.ignore_class is not None:
                 loss = ops.where(valid, loss, ops.zeros_like(loss))
-                set_keras_mask(loss, valid)
+                loss = _mask_for_reduction(loss, valid, self.reduction)
             return loss
         if self.ignore_class is not None:
             raise ValueError(
