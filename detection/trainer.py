@@ -9,10 +9,12 @@ Design notes (why it is built this way):
 - The four smoothing keys are popped from the overrides before
   ``BaseTrainer.__init__``: ``get_cfg`` raises ``SyntaxError`` on unknown keys
   and drops ``label_smoothing`` with a warning. They are then set on
-  ``self.args``, so they land in ``args.yaml``, in the checkpoints'
-  ``train_args`` (resume reads them back from there) and in ``vars(args)``,
-  which is what Ultralytics' DDP launcher hands to the trainer it re-creates
-  in each worker.
+  ``self.args``, so they land in ``args.yaml`` and in ``vars(args)``, which is
+  what Ultralytics' DDP launcher hands to the trainer it re-creates in each
+  worker. Checkpoints carry them in ``train_args`` as one ``label_smoothing``
+  dict (a key stock ``get_cfg`` drops), so resume reads them back and plain
+  Ultralytics can still load *and* resume the file. The validator re-checks
+  its args with ``get_cfg``, so it is built without them.
 - The model stays a stock ``DetectionModel`` / ``ClassificationModel``; only
   its live ``criterion`` is patched, once per epoch start. Ultralytics saves
   the EMA copy with ``criterion=None``, so ``best.pt`` / ``last.pt`` are plain
@@ -99,7 +101,9 @@ class _SmoothingMixin:
 
         ckpt, _ = torch_safe_load(self.args.resume)
         train_args = ckpt.get("train_args") or {}
-        stored = {k: train_args[k] for k in KEYS if k in train_args}
+        stored = train_args.get("label_smoothing")  # a dict, see save_model()
+        if not isinstance(stored, dict):
+            stored = {k: train_args[k] for k in KEYS if k in train_args}
         if not stored:
             LOGGER.warning(
                 f"{self.args.resume} was not trained with label smoothing; resuming it with "
@@ -154,6 +158,20 @@ class _SmoothingMixin:
             return super().get_validator()
         finally:
             vars(self.args).update(saved)
+
+    def save_model(self) -> bool:
+        """Stock checkpoint; the four keys travel in ``train_args`` as one ``label_smoothing`` dict.
+
+        ``get_cfg`` drops a ``label_smoothing`` key (removed in Ultralytics 8.4) but
+        rejects unknown ones, so this keeps ``last.pt`` resumable by plain Ultralytics
+        too (without smoothing), while our resume reads the dict back.
+        """
+        flat = {k: vars(self.args).pop(k) for k in KEYS if k in vars(self.args)}
+        vars(self.args)["label_smoothing"] = dict(flat)
+        try:
+            return super().save_model()
+        finally:
+            vars(self.args).update(flat)
 
     def save_metrics(self, metrics: dict) -> None:
         """Add the epoch's factor as a ``label_smoothing`` column of results.csv."""

@@ -167,6 +167,22 @@ def test_resume_continues_the_schedule(subset3, tmp_path):
         )
     last = tmp_path / "r" / "weights" / "last.pt"
     assert [r["label_smoothing"] for r in _csv(tmp_path / "r")] == ["0.3"]
+    # The checkpoint stays stock-resumable: its train_args pass Ultralytics' own checks
+    # (check_resume's get_cfg, then the validator's get_cfg on those args).
+    from ultralytics.cfg import get_cfg
+    from ultralytics.utils.patches import torch_load
+
+    train_args = torch_load(last, map_location="cpu")["train_args"]
+    assert train_args["label_smoothing"] == {
+        "label_smoothing": 0.3,
+        "label_smoothing_mode": "uniform",
+        "label_smoothing_schedule": "linear",
+        "label_smoothing_final": 0.0,
+    }
+    assert not any(k in train_args for k in KEYS[1:])
+    stock_args = get_cfg(train_args)
+    get_cfg(overrides=vars(stock_args))
+    assert not hasattr(stock_args, "label_smoothing")
 
     seen = {}
 
