@@ -95,7 +95,7 @@ class StudyConfig:
     seeds: tuple[int, ...] = (0, 1, 2)
     noise_rates: tuple[float, ...] = (0.0, 0.2, 0.4)
     arms: tuple[str, ...] = ("keras_ce", "ls_0.05", "ls_0.1", "ls_cosine", "ts_keras_ce")
-    batch_size: int = 128
+    batch_size: int = 128  # the nearest size dividing n_train is used (125 for 10k)
     learning_rate: float = 1e-3
     num_bins: int = 15
     data_seed: int = 0
@@ -282,19 +282,35 @@ def _check_arms(names: Sequence[str]) -> None:
             raise ValueError(f"Arm {a!r} re-maps {arm.base!r}, which is not in the run.")
 
 
-def _predict(model: keras.Model, x: np.ndarray) -> np.ndarray:
-    return np.asarray(model.predict(x, batch_size=2048, verbose=0), dtype=np.float32)
+def _predict(model: keras.Model, x: np.ndarray, batch_size: int) -> np.ndarray:
+    return np.asarray(model.predict(x, batch_size=batch_size, verbose=0), dtype=np.float32)
+
+
+def _even_batch(n: int, target: int) -> int:
+    """The batch size closest to ``target`` that divides ``n``.
+
+    Equal batches mean one traced (XLA-compiled) step instead of two: on 2 CPU
+    cores the compile of a ragged last batch costs as much as an epoch.
+    """
+    divisors = [d for d in range(1, n + 1) if n % d == 0]
+    return min(divisors, key=lambda d: (abs(d - target), -d))
 
 
 def run_study(config: StudyConfig | None = None, log: Callable[[str], None] = print) -> dict:
     """Train every (model, noise, seed, arm), evaluate, write md/json/png; return the JSON dict."""
     config = config or StudyConfig()
     _check_arms(config.arms)
-    t_start = time.perf_counter()
+    t_start, cpu_start = time.perf_counter(), time.process_time()
+    load_start = _loadavg()
     data = load_splits(config)
     x_train, y_train = data["x_train"], data["y_train"]
     y_heldout, y_test = data["y_heldout"], data["y_test"]
-    steps_per_epoch = math.ceil(len(y_train) / config.batch_size)
+    batch_size = _even_batch(len(y_train), config.batch_size)
+    steps_per_epoch = math.ceil(len(y_train) / batch_size)
+    # Held-out and test logits in one predict call, in equal batches.
+    x_eval = np.concatenate([data["x_heldout"], data["x_test"]])
+    eval_batch = _even_batch(len(x_eval), 2500)
+    n_heldout = len(y_heldout)
     trained = [a for a in config.arms if isinstance(ARMS[a], TrainedArm)]
     post_hoc = [a for a in config.arms if isinstance(ARMS[a], PostHocArm)]
 
@@ -327,11 +343,11 @@ def run_study(config: StudyConfig | None = None, log: Callable[[str], None] = pr
                         optimizer=keras.optimizers.Adam(config.learning_rate), loss=loss
                     )
                     hist = model.fit(
-                        x_train, y_fit, batch_size=config.batch_size, epochs=epochs,
+                        x_train, y_fit, batch_size=batch_size, epochs=epochs,
                         callbacks=callbacks, verbose=0,
                     )
-                    logits[arm_name] = (_predict(model, data["x_heldout"]),
-                                        _predict(model, data["x_test"]))
+                    z = _predict(model, x_eval, eval_batch)
+                    logits[arm_name] = (z[:n_heldout], z[n_heldout:])
                     extras[arm_name] = {
                         "train_seconds": time.perf_counter() - t0,
                         "final_train_loss": float(hist.history["loss"][-1]),
@@ -370,7 +386,7 @@ def run_study(config: StudyConfig | None = None, log: Callable[[str], None] = pr
         "runtime_seconds": {"total": time.perf_counter() - t_start, "per_model": model_seconds},
         "data": {
             "n_train": int(len(y_train)), "n_heldout": int(len(y_heldout)),
-            "n_test": int(len(y_test)),
+            "n_test": int(len(y_test)), "batch_size": batch_size,
         },
         "summary": summarize(runs),
         "runs": runs,
@@ -379,12 +395,23 @@ def run_study(config: StudyConfig | None = None, log: Callable[[str], None] = pr
     out.mkdir(parents=True, exist_ok=True)
     if config.plot:
         plot_grid(plot_logits, y_test, config, out / f"{STEM}.png")
-    # Re-read the clock: the runtime recorded covers the plot too.
+    # Re-read the clocks: the runtime recorded covers the plot too. CPU time
+    # and load averages say how much of the wall time was other processes.
     result["runtime_seconds"]["total"] = time.perf_counter() - t_start
+    result["runtime_seconds"]["process_cpu"] = time.process_time() - cpu_start
+    result["runtime_seconds"]["loadavg_1_5_15_at_start"] = load_start
+    result["runtime_seconds"]["loadavg_1_5_15_at_end"] = _loadavg()
     (out / f"{STEM}.json").write_text(json.dumps(result, indent=1) + "\n")
     (out / f"{STEM}.md").write_text(markdown_report(result))
     log(f"wrote {out / STEM}.{{md,json,png}} in {result['runtime_seconds']['total']:.0f}s")
     return result
+
+
+def _loadavg() -> list[float] | None:
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except OSError:  # not available on every platform
+        return None
 
 
 def _versions() -> dict[str, str]:
@@ -423,20 +450,24 @@ def markdown_report(result: dict) -> str:
     cfg = result["config"]
     arms = result["arms"]
     quick = " --quick" if cfg["quick"] else ""
+    rt = result["runtime_seconds"]
+    loads = [x[0] for x in (rt.get("loadavg_1_5_15_at_start"), rt.get("loadavg_1_5_15_at_end"))
+             if x]
+    load = " → ".join(f"{x:.1f}" for x in loads) or "n/a"
     lines = [
         "# Calibration study: label smoothing vs plain Keras on Fashion-MNIST",
         "",
         f"Command: `python benchmarks/calibration_study.py{quick}` · "
-        f"runtime {result['runtime_seconds']['total']:.0f} s on "
-        f"{result['versions']['cpu_count']} CPU cores · Keras {result['versions']['keras']} "
-        f"({result['versions']['keras_backend']})",
+        f"runtime {rt['total']:.0f} s wall, {rt['process_cpu']:.0f} s CPU, on "
+        f"{result['versions']['cpu_count']} CPU cores (load average {load}) · "
+        f"Keras {result['versions']['keras']} ({result['versions']['keras_backend']})",
         "",
         f"Data: {result['data']['n_train']} training images (labels flipped "
         f"symmetrically at the given rate), {result['data']['n_heldout']} held-out images with "
         f"clean labels (temperature fitting only), {result['data']['n_test']} clean test images. "
         f"Seeds: {', '.join(map(str, cfg['seeds']))}; epochs: "
         + ", ".join(f"{m} {cfg['epochs'][m]}" for m in cfg["models"])
-        + f"; Adam {cfg['learning_rate']:g}, batch {cfg['batch_size']}.",
+        + f"; Adam {cfg['learning_rate']:g}, batch {result['data']['batch_size']}.",
         "",
         f"Test-set metrics, mean ± sd over {len(cfg['seeds'])} seed(s). ECE uses "
         f"{cfg['num_bins']} equal-width bins. *Gap* = mean top-label confidence − accuracy "
