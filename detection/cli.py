@@ -1,4 +1,4 @@
-"""``python -m detection``: Ultralytics-style ``key=value`` command line.
+r"""``python -m detection``: Ultralytics-style ``key=value`` command line.
 
     python -m detection train model=yolo11n.yaml data=path/to/data.yaml label_smoothing=0.1 \
         label_smoothing_schedule=cosine label_smoothing_final=0.0 epochs=3 imgsz=320 device=cpu
