@@ -9,8 +9,11 @@ Variants, all on integer labels and logits, run in one process, interleaved:
 
 Times are medians over interleaved repetitions; ratios are against the Keras
 variants. Peak extra memory, in logits-sized buffers, is taken from
-``tf.config.experimental.get_memory_info`` on a GPU, and on CPU (where TF does
-not track it) from the peak RSS growth of a fresh subprocess per variant.
+``tf.config.experimental.get_memory_info`` (peak minus the bytes held before
+the step, inputs included) in a fresh subprocess per variant; on CPU that
+subprocess runs TF's BFC allocator (``TF_CPU_ALLOCATOR_USE_BFC=true``), which
+keeps those statistics. The gradient returned to the layer below is one of
+the counted buffers.
 
     python benchmarks/loss_speed.py                 # full table (a few minutes)
     python benchmarks/loss_speed.py --quick         # small smoke run
@@ -22,7 +25,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -71,12 +73,11 @@ def _step_fn(variant: str, mode: str, num_classes: int):
 
 
 def _inputs(batch: int, num_classes: int):
-    import numpy as np
     import tensorflow as tf
 
-    rng = np.random.default_rng(0)
-    z = tf.constant(rng.normal(size=(batch, num_classes)).astype("float32"))
-    y = tf.constant(rng.integers(0, num_classes, batch).astype("int32"))
+    # Made by TF directly: no float64 numpy temporaries to inflate peak RSS.
+    z = tf.random.stateless_normal((batch, num_classes), seed=(1, 2))
+    y = tf.random.stateless_uniform((batch,), (3, 4), 0, num_classes, dtype=tf.int32)
     return y, z
 
 
@@ -112,17 +113,13 @@ def _peak_child(variant: str, mode: str, batch: int, num_classes: int) -> None:
     # Warm-up on a tiny problem so that code/allocator set-up is not counted.
     ys, zs = _inputs(4, num_classes)
     [t.numpy() for t in step(ys, zs)]
-    if gpu:
-        tf.config.experimental.reset_memory_stats("GPU:0")
-        base = tf.config.experimental.get_memory_info("GPU:0")["current"]
-        [t.numpy() for t in step(y, z)]
-        peak = tf.config.experimental.get_memory_info("GPU:0")["peak"]
-        extra = peak - base
-    else:
-        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-        for _ in range(3):
-            [t.numpy() for t in step(y, z)]
-        extra = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base
+    # On CPU the parent sets TF_CPU_ALLOCATOR_USE_BFC=true so that TF's own
+    # allocator tracks current/peak bytes there too.
+    device = "GPU:0" if gpu else "CPU:0"
+    tf.config.experimental.reset_memory_stats(device)
+    base = tf.config.experimental.get_memory_info(device)["current"]
+    [t.numpy() for t in step(y, z)]
+    extra = tf.config.experimental.get_memory_info(device)["peak"] - base
     print(json.dumps({"extra_buffers": extra / buf, "device": "GPU" if gpu else "CPU"}))
 
 
@@ -132,6 +129,7 @@ def peak_memory(variant: str, mode: str, batch: int, num_classes: int) -> dict:
         capture_output=True,
         text=True,
         check=True,
+        env={**os.environ, "TF_CPU_ALLOCATOR_USE_BFC": "true"},
     ).stdout
     return json.loads(out.strip().splitlines()[-1])
 
@@ -159,8 +157,7 @@ def main() -> None:
             row = {"shape": [batch, k], "mode": mode, **time_shape(batch, k, mode, reps)}
             if not args.no_memory:
                 row["extra_buffers"] = {
-                    v: round(peak_memory(v, mode, batch, k)["extra_buffers"], 2)
-                    for v in VARIANTS
+                    v: round(peak_memory(v, mode, batch, k)["extra_buffers"], 2) for v in VARIANTS
                 }
             rows.append(row)
             print(json.dumps(row), flush=True)
