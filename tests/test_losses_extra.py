@@ -331,17 +331,23 @@ _BACKEND_SCRIPT = textwrap.dedent(
         keras_ls.SmoothingScheduler(keras_ls.schedules.Linear(0.2, 0.0, steps=1))])
     out["sched"] = h.history["label_smoothing"]
     out["finite"] = bool(np.all(np.isfinite(h.history["loss"])))
-    print("RESULT" + json.dumps(out))
+    sys.path.insert(0, sys.argv[2])
     """
 )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["jax", "torch"])
 def test_other_backends(backend):
     pytest.importorskip(backend)
     env = dict(os.environ, KERAS_BACKEND=backend, CUDA_VISIBLE_DEVICES="")
+    # One subprocess per backend also runs OnlineSmoothedCE's reference
+    # training (tests/test_online.py), as backend start-up dominates.
+    from test_online import BACKEND_RUN, check_backend_run
+
+    script = _BACKEND_SCRIPT + BACKEND_RUN + '\nprint("RESULT" + json.dumps(out))\n'
     proc = subprocess.run(
-        [sys.executable, "-c", _BACKEND_SCRIPT, backend],
+        [sys.executable, "-c", script, backend, os.path.dirname(__file__)],
         env=env, capture_output=True, text=True, timeout=240,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -357,3 +363,4 @@ def test_other_backends(backend):
     )
     np.testing.assert_allclose(out["dice"], np_dice(masks, np_softmax(seg), 0.2), rtol=RTOL)
     assert out["sched"] == pytest.approx([0.2, 0.0]) and out["finite"]
+    check_backend_run(out["online"])
