@@ -397,3 +397,39 @@ def test_classification_trainer(coco128, tmp_path, offline_cfg):
                 name="bad",
             )
         )
+
+
+@pytest.mark.slow
+def test_end_to_end_head_trains_with_both_branches_smoothed(subset3, tmp_path):
+    """YOLO26 (E2ELoss: one-to-many + one-to-one) through the trainer, 1 epoch."""
+    from ultralytics import YOLO
+    from ultralytics.utils.torch_utils import unwrap_model
+
+    from detection import SmoothedDetectionTrainer
+    from detection.targets import SmoothedBCEWithLogits
+
+    seen = []
+
+    def record(trainer):
+        crit = unwrap_model(trainer.model).criterion
+        seen.append(
+            [
+                (type(b.bce).__name__, b.bce.label_smoothing)
+                for b in (crit.one2many, crit.one2one)
+                if isinstance(b.bce, SmoothedBCEWithLogits)
+            ]
+        )
+
+    model = YOLO("yolo26n.yaml")
+    model.add_callback("on_train_batch_end", record)
+    model.train(
+        data=str(subset3),
+        trainer=SmoothedDetectionTrainer,
+        epochs=1,
+        label_smoothing=0.15,
+        project=str(tmp_path),
+        name="e2e",
+        **TINY,
+    )
+    assert seen and all(s == [("SmoothedBCEWithLogits", 0.15)] * 2 for s in seen)
+    assert [float(r["label_smoothing"]) for r in _csv(tmp_path / "e2e")] == [0.15]
