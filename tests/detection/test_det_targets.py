@@ -172,10 +172,13 @@ def test_real_loss_zero_factor_bit_identical_and_class_term_only(cfg, offline_cf
     if not hasattr(stock, "one2one"):
         scores = preds["scores"].permute(0, 2, 1)
         score = t.sum(-1, keepdim=True)
-        target = 0.8 * t + 0.2 * score / NC
-        bce = F.binary_cross_entropy_with_logits(scores, target, reduction="none").sum()
-        expected = bce / t.sum().clamp(min=1) * model.args.cls
-        torch.testing.assert_close(i2["cls_loss"], expected.detach(), rtol=1e-5, atol=1e-6)
+        for mode, prior in (("uniform", score / NC), ("yolov5", score / 2)):
+            patch_detection_criterion(smoothed, 0.2, mode)
+            got = _losses(model, batch, smoothed, preds)[1]["cls_loss"]
+            target = 0.8 * t + 0.2 * prior
+            bce = F.binary_cross_entropy_with_logits(scores, target, reduction="none").sum()
+            expected = bce / t.sum().clamp(min=1) * model.args.cls
+            torch.testing.assert_close(got, expected.detach(), rtol=1e-5, atol=1e-6)
 
 
 def test_both_e2e_branches_change_and_gradients_flow(offline_cfg):
