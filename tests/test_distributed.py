@@ -78,6 +78,7 @@ CASES = {  # name -> (loss factory source, factor, scheduled?)
     "ce": "keras_ls.SmoothedCE(0.1, from_logits=True)",
     "ce_ignore": "keras_ls.SmoothedCE(0.1, from_logits=True, ignore_class=-1)",
     "cp_ignore": "keras_ls.ConfidencePenaltyCE(0.1, from_logits=True, ignore_class=-1)",
+    "online_ignore": "keras_ls.OnlineSmoothedCE(4, 0.1, from_logits=True, ignore_class=-1)",
 }
 
 
@@ -88,27 +89,35 @@ def _run_case(case: str, keras, keras_ls, strategy=None) -> dict:
     def ctx():
         return strategy.scope() if strategy is not None else contextlib.nullcontext()
 
+    def build(lr):
+        with ctx():
+            model = keras.Sequential([keras.Input((T, F)), keras.layers.Dense(K)])
+            model.set_weights(initial_weights())
+            loss = eval(CASES[case])
+            online = isinstance(loss, keras_ls.OnlineSmoothedCE)
+            model.compile(keras.optimizers.SGD(lr), loss,
+                          metrics=[loss.targets] if online else None)
+        return model, loss, [keras_ls.OnlineLabelSmoothing()] if online else []
+
     x, y = make_data()
     if case == "ce":
         y = np.where(y == IGNORE, 0, y)
     out: dict = {}
-    with ctx():
-        model = keras.Sequential([keras.Input((T, F)), keras.layers.Dense(K)])
-        model.set_weights(initial_weights())
-        model.compile(keras.optimizers.SGD(1.0), eval(CASES[case]))
-    hist = model.fit(x[:B], y[:B], batch_size=B, epochs=1, shuffle=False, verbose=0)
+    model, _, extra = build(1.0)
+    hist = model.fit(x[:B], y[:B], batch_size=B, epochs=1, shuffle=False, verbose=0,
+                     callbacks=extra)
     w1 = model.get_weights()
     out["loss0"] = float(hist.history["loss"][0])
     out["grad"] = [(w0 - w).tolist() for w0, w in zip(initial_weights(), w1)]
-    with ctx():
-        model = keras.Sequential([keras.Input((T, F)), keras.layers.Dense(K)])
-        model.set_weights(initial_weights())
-        model.compile(keras.optimizers.SGD(0.5), eval(CASES[case]))
+    model, loss, extra = build(0.5)
     sched = keras_ls.SmoothingScheduler(keras_ls.schedules.Linear(0.3, 0.0, steps=2))
-    hist = model.fit(x, y, batch_size=B, epochs=3, shuffle=False, verbose=0, callbacks=[sched])
+    hist = model.fit(x, y, batch_size=B, epochs=3, shuffle=False, verbose=0,
+                     callbacks=[sched, *extra])
     out["losses"] = [float(v) for v in hist.history["loss"]]
     out["factors"] = [float(v) for v in hist.history["label_smoothing"]]
     out["final"] = [w.tolist() for w in model.get_weights()]
+    if extra:  # online label smoothing: the learned soft labels too
+        out["final"].append(keras.ops.convert_to_numpy(loss.targets.soft_targets).tolist())
     return out
 
 
@@ -290,15 +299,21 @@ NEEDS_CORE = pytest.mark.xfail(
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    "case", ["ce", pytest.param("ce_ignore", marks=NEEDS_CORE), "cp_ignore"]
+    "case", ["ce", pytest.param("ce_ignore", marks=NEEDS_CORE), "cp_ignore", "online_ignore"]
 )
 def test_mirrored_matches_single_device(mirrored, case):
     res = mirrored[case]
     assert res["single"]["factors"] == pytest.approx([0.3, 0.15, 0.0])
     # the first-step loss is the float64 reference with *global* normalisation
-    kind = "ce" if case == "ce" else case
-    assert res["single"]["loss0"] == pytest.approx(np_reference_loss(kind, 0.1), rel=1e-5)
+    assert res["single"]["loss0"] == pytest.approx(_reference(case), rel=1e-5)
     _assert_same(res["single"], res["dist"])
+
+
+def _reference(case: str) -> float:
+    # Online LS at epoch 0: (1-a) onehot + a mix(onehot, 1/K, 0.1) = SmoothedCE(a * 0.1).
+    if case == "online_ignore":
+        return np_reference_loss("ce_ignore", 0.1 * 0.1)
+    return np_reference_loss(case, 0.1)
 
 
 @pytest.mark.slow
@@ -306,7 +321,7 @@ def test_mirrored_matches_single_device(mirrored, case):
 def test_jax_data_parallel_matches_single_device(jax_dp, case):
     assert jax_dp["devices"] == 2
     res = jax_dp[case]
-    assert res["single"]["loss0"] == pytest.approx(np_reference_loss(case, 0.1), rel=1e-5)
+    assert res["single"]["loss0"] == pytest.approx(_reference(case), rel=1e-5)
     _assert_same(res["single"], res["dist"])
 
 
