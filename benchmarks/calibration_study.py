@@ -296,8 +296,16 @@ def _even_batch(n: int, target: int) -> int:
     return min(divisors, key=lambda d: (abs(d - target), -d))
 
 
-def run_study(config: StudyConfig | None = None, log: Callable[[str], None] = print) -> dict:
-    """Train every (model, noise, seed, arm), evaluate, write md/json/png; return the JSON dict."""
+def run_study(
+    config: StudyConfig | None = None,
+    log: Callable[[str], None] = print,
+    cli_args: Sequence[str] | None = None,
+) -> dict:
+    """Train every (model, noise, seed, arm), evaluate, write md/json/png; return the JSON dict.
+
+    ``cli_args`` (the command-line arguments, if any) are recorded so that the
+    Markdown report names the command that produced it.
+    """
     config = config or StudyConfig()
     _check_arms(config.arms)
     t_start, cpu_start = time.perf_counter(), time.process_time()
@@ -381,6 +389,7 @@ def run_study(config: StudyConfig | None = None, log: Callable[[str], None] = pr
 
     result = {
         "config": dataclasses.asdict(config),
+        "cli_args": list(cli_args) if cli_args is not None else None,
         "arms": {name: ARMS[name].label for name in config.arms},
         "versions": _versions(),
         "runtime_seconds": {"total": time.perf_counter() - t_start, "per_model": model_seconds},
@@ -449,7 +458,13 @@ def markdown_report(result: dict) -> str:
     """The results as Markdown: one table per model, rows noise level x arm."""
     cfg = result["config"]
     arms = result["arms"]
-    quick = " --quick" if cfg["quick"] else ""
+    args = result.get("cli_args")
+    if args is None:
+        args = ["--quick"] if cfg["quick"] else []
+    # The output directory does not change the numbers: leave it out.
+    shown = [a for i, a in enumerate(args)
+             if a != "--out" and not (i and args[i - 1] == "--out") and not a.startswith("--out=")]
+    quick = "".join(f" {a}" for a in shown)
     rt = result["runtime_seconds"]
     loads = [x[0] for x in (rt.get("loadavg_1_5_15_at_start"), rt.get("loadavg_1_5_15_at_end"))
              if x]
@@ -574,6 +589,9 @@ def _parse_args(argv: Sequence[str] | None) -> StudyConfig:
     p.add_argument("--n-train", type=int, help="override the training subset size")
     p.add_argument("--no-plot", action="store_true", help="skip the PNG")
     a = p.parse_args(argv)
+    if a.quick and not a.out:
+        # Never overwrite the committed results with a smoke run.
+        p.error("--quick needs --out DIR")
     cfg = quick_config(a.out or RESULTS_DIR) if a.quick else StudyConfig()
     if a.out:
         cfg.out = a.out
@@ -596,8 +614,9 @@ def _parse_args(argv: Sequence[str] | None) -> StudyConfig:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     config = _parse_args(argv)
-    run_study(config, log=lambda s: print(s, flush=True))
+    run_study(config, log=lambda s: print(s, flush=True), cli_args=argv)
     return 0
 
 

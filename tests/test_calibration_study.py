@@ -156,3 +156,28 @@ def test_new_arm_can_be_registered(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     assert [c.steps_per_epoch for c in seen] == [2]  # ceil(256 / 128)
     assert result["arms"] == {"ls_0.3": "SmoothedCE(0.3)"}
     assert "| 0% | SmoothedCE(0.3) |" in (tmp_path / "calibration_study.md").read_text()
+
+
+def test_cli_quick_needs_out_and_parses(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit) as exc:
+        study._parse_args(["--quick"])  # would overwrite the committed results
+    assert exc.value.code == 2
+    cfg = study._parse_args(["--quick", "--out", str(tmp_path), "--seeds", "3", "4"])
+    assert cfg.quick and cfg.out == str(tmp_path) and cfg.seeds == (3, 4)
+    assert cfg.models == ("mlp",) and cfg.epochs == {"mlp": 2}
+    default = study._parse_args(["--cnn-epochs", "7", "--no-plot"])
+    assert default.epochs == {"mlp": 10, "cnn": 7} and not default.plot
+    assert len(default.seeds) >= 3 and default.n_train == 10_000
+
+
+def test_committed_results_are_consistent() -> None:
+    """The shipped md is what the shipped json renders to, and covers the full grid."""
+    results = ROOT / "benchmarks" / "results"
+    result = json.loads((results / "calibration_study.json").read_text())
+    assert (results / "calibration_study.md").read_text() == study.markdown_report(result)
+    cfg = result["config"]
+    assert not cfg["quick"] and len(cfg["seeds"]) >= 3 and set(cfg["models"]) == {"mlp", "cnn"}
+    assert len(result["runs"]) == (
+        len(cfg["models"]) * len(cfg["noise_rates"]) * len(cfg["seeds"]) * len(cfg["arms"])
+    )
+    assert result["data"]["n_test"] == 10_000 and result["data"]["n_train"] == 10_000
