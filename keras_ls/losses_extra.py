@@ -111,7 +111,7 @@ class ConfidencePenaltyCE(_SmoothingLoss):
     uses for its smoothing factor: ``loss.label_smoothing`` *is* ``beta`` here
     (``loss.beta`` is an alias), so ``keras_ls.SmoothingScheduler`` schedules
     it like any smoothing factor. Like every factor in keras-ls it must lie in
-    ``[0, 1]``; the values Pereyra et al. report fall in that range.
+    ``[0, 1]`` (the core validates all factors to that range).
 
     Note the loss can be negative (for ``beta > 0`` and a confident-enough
     correct prediction it is bounded below by ``-beta * log K``).

@@ -235,14 +235,17 @@ def test_keras_save_load_and_continue(tmp_path):
     np.testing.assert_allclose(state(back.loss)[0], state(loss)[0], rtol=1e-5)
 
 
-def test_scheduler_discovers_online_loss():
+def test_scheduler_discovers_online_loss(capsys):
     x, y, w0, b0 = data(3)
     model, loss = build(w0, b0)
     hist = model.fit(x, y, epochs=2, batch_size=BATCH, verbose=0, callbacks=[
-        keras_ls.OnlineLabelSmoothing(),
+        keras_ls.OnlineLabelSmoothing(loss, verbose=1),
         keras_ls.SmoothingScheduler(keras_ls.schedules.Linear(0.6, 0.2, steps=1))])
     assert hist.history["label_smoothing"] == pytest.approx([0.6, 0.2])
     assert loss.label_smoothing == pytest.approx(0.2)
+    printed = capsys.readouterr().out
+    assert "Epoch 1: OnlineLabelSmoothing updates 0 of 4" in printed
+    assert "Epoch 2: OnlineLabelSmoothing updates" in printed
 
 
 # -- bad input ------------------------------------------------------------------------------
