@@ -70,6 +70,8 @@ def test_image_classification(tmp_path: Path) -> None:
     for m in rows.values():
         assert 0.3 < m["accuracy"] <= 1.0  # 10 classes: chance is 0.1
         assert 0.0 <= m["ece"] <= 1.0 and m["nll"] > 0.0
+        # Streamed Keras metric (model.evaluate) vs numpy ECE on the same logits.
+        assert m["ece_metric"] == pytest.approx(m["ece"], abs=2e-4)
     assert model_path.stat().st_size > 10_000
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # The schedule Linear(0.1, 0.05, steps=1) was logged per epoch ...
