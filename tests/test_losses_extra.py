@@ -363,4 +363,4 @@ def test_other_backends(backend):
     )
     np.testing.assert_allclose(out["dice"], np_dice(masks, np_softmax(seg), 0.2), rtol=RTOL)
     assert out["sched"] == pytest.approx([0.2, 0.0]) and out["finite"]
-    check_backend_run(out["online"])
+    check_backend_run(out["online"], out["resumed"])

@@ -302,13 +302,35 @@ BACKEND_RUN = textwrap.dedent(
                      callbacks=[keras_ls.OnlineLabelSmoothing()])
     out["online"] = {"losses": hist.history["loss"], "w": model.get_weights()[0].tolist(),
                      "S": keras.ops.convert_to_numpy(loss.targets.soft_targets).tolist()}
+    # preempted after epoch 1, resumed by BackupAndRestore in a fresh model
+    import tempfile
+    class Interrupt(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 1:
+                raise RuntimeError("preempted")
+    backup = tempfile.mkdtemp()
+    model, loss = t.build(w0, b0)
+    try:
+        model.fit(x, y, epochs=3, batch_size=t.BATCH, shuffle=False, verbose=0, callbacks=[
+            keras.callbacks.BackupAndRestore(backup), keras_ls.OnlineLabelSmoothing(),
+            Interrupt()])
+    except RuntimeError:
+        pass
+    model, loss = t.build(0 * w0, b0)
+    hist = model.fit(x, y, epochs=3, batch_size=t.BATCH, shuffle=False, verbose=0, callbacks=[
+        keras_ls.OnlineLabelSmoothing(), keras.callbacks.BackupAndRestore(backup)])
+    out["resumed"] = {"losses": hist.history["loss"], "w": model.get_weights()[0].tolist(),
+                      "S": keras.ops.convert_to_numpy(loss.targets.soft_targets).tolist()}
     """
 )
 
 
-def check_backend_run(out: dict) -> None:
+def check_backend_run(out: dict, resumed: dict) -> None:
     x, y, w0, b0 = data()
     losses, w, _, S, _, _ = np_train(x, y, w0, b0, epochs=3)
     np.testing.assert_allclose(out["losses"], losses, rtol=1e-4)
     np.testing.assert_allclose(out["w"], w, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(out["S"], S, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(resumed["losses"], losses[2:], rtol=1e-4)
+    np.testing.assert_allclose(resumed["w"], w, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(resumed["S"], S, rtol=1e-4, atol=1e-6)
