@@ -153,15 +153,9 @@ class SmoothedCE(_SmoothingLoss):
         super().__init__(
             label_smoothing, from_logits=from_logits, reduction=reduction, name=name, dtype=dtype
         )
-        if ignore_class is not None and (
-            isinstance(ignore_class, bool) or not isinstance(ignore_class, (int, np.integer))
-        ):
-            raise TypeError(
-                f"`ignore_class` must be an integer label or None; received {ignore_class!r}."
-            )
         if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)):
             raise TypeError(f"`axis` must be an integer; received {axis!r}.")
-        self.ignore_class = None if ignore_class is None else int(ignore_class)
+        self.ignore_class = _check_ignore_class(ignore_class)
         self.axis = int(axis)
         self.prior = validate_prior(prior, name="prior")
 
@@ -173,9 +167,7 @@ class SmoothedCE(_SmoothingLoss):
             raise ValueError(
                 f"`y_pred` must have a class axis; received shape {tuple(y_pred.shape)}."
             )
-        axis = self.axis % ndim if -ndim <= self.axis < ndim else None
-        if axis is None:
-            raise ValueError(f"`axis`={self.axis} is out of range for `y_pred` of rank {ndim}.")
+        axis = _check_axis(self.axis, ndim)
         num_classes = y_pred.shape[axis]
         if self.prior is not None and num_classes is not None and self.prior.size != num_classes:
             raise ValueError(
@@ -192,6 +184,7 @@ class SmoothedCE(_SmoothingLoss):
                 ignore_class=self.ignore_class,
                 prior=self.prior,
                 axis=axis,
+                reduction=self.reduction,
             )
         if self.ignore_class is not None:
             raise ValueError(
@@ -276,6 +269,69 @@ class SmoothedBCE(_SmoothingLoss):
         return config
 
 
+def _check_ignore_class(ignore_class: Any) -> int | None:
+    if ignore_class is None:
+        return None
+    if isinstance(ignore_class, bool) or not isinstance(ignore_class, (int, np.integer)):
+        raise TypeError(
+            f"`ignore_class` must be an integer label or None; received {ignore_class!r}."
+        )
+    return int(ignore_class)
+
+
+def _check_axis(axis: Any, ndim: int) -> int:
+    if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)):
+        raise TypeError(f"`axis` must be an integer; received {axis!r}.")
+    if not -ndim <= axis < ndim:
+        raise ValueError(f"`axis`={axis} is out of range for `y_pred` of rank {ndim}.")
+    return int(axis) % ndim
+
+
+def _log_probs(y_pred: Any, from_logits: bool) -> Any:
+    """Log-probabilities along the last axis.
+
+    Logits go through ``log_softmax`` (finite for any finite logits);
+    probabilities get the same normalise/clip/log as Keras' crossentropy.
+    """
+    if from_logits:
+        return ops.log_softmax(y_pred, axis=-1)
+    eps = keras.config.epsilon()
+    y_pred = y_pred / ops.sum(y_pred, axis=-1, keepdims=True)
+    return ops.log(ops.clip(y_pred, eps, 1.0 - eps))
+
+
+def _mask_for_reduction(loss: Any, valid: Any, reduction: str | None) -> Any:
+    """Exclude invalid positions so the mean is over valid ones *globally*.
+
+    Single device (and JAX ``DataParallel``, where ``ops.sum`` already spans
+    the global batch): attach a Keras mask, as Keras' own ``ignore_class``
+    does, and ``Loss.__call__`` divides by the valid count.
+
+    ``tf.distribute`` with several replicas: that mask would divide each
+    replica's sum by its *own* valid count (then Keras scales by
+    ``1/num_replicas``), a mean of per-replica means that differs from
+    single-device training whenever replicas hold different numbers of
+    valid positions. Instead, all-reduce the valid count and pre-scale the
+    values by ``local_size * num_replicas / global_valid``, which Keras'
+    ``sum / local_size / num_replicas`` turns into ``sum / global_valid``
+    on every replica -- and the summed gradients into the global mean.
+    """
+    if keras.backend.backend() == "tensorflow" and reduction in ("sum_over_batch_size", "mean"):
+        import tensorflow as tf
+
+        ctx = tf.distribute.get_replica_context()
+        replicas = getattr(ctx, "num_replicas_in_sync", 1)
+        if ctx is not None and replicas > 1:
+            dtype = loss.dtype
+            local_valid = tf.reduce_sum(tf.cast(valid, dtype))
+            global_valid = ctx.all_reduce(tf.distribute.ReduceOp.SUM, local_valid)
+            local_size = tf.cast(tf.size(valid), dtype)
+            scale = tf.math.divide_no_nan(local_size * replicas, global_valid)
+            return loss * tf.stop_gradient(scale)
+    set_keras_mask(loss, valid)
+    return loss
+
+
 def _is_sparse(y_true: Any, y_pred: Any, axis: int) -> bool:
     """Integer labels (class axis absent or of size 1) vs one-hot/soft labels."""
     t_shape, p_shape = tuple(y_true.shape), tuple(y_pred.shape)
@@ -313,6 +369,7 @@ def sparse_smoothed_crossentropy(
     ignore_class: int | None = None,
     prior: np.ndarray | None = None,
     axis: int = -1,
+    reduction: str | None = None,
 ) -> Any:
     """Per-position smoothed CE for integer labels, without a dense target.
 
@@ -334,10 +391,8 @@ def sparse_smoothed_crossentropy(
         valid = ops.not_equal(labels, ignore_class)
         labels = ops.where(valid, labels, 0)
     if not from_logits:
-        # Probabilities: the same normalise/clip/log as Keras' crossentropy.
-        eps = keras.config.epsilon()
-        y_pred = y_pred / ops.sum(y_pred, axis=-1, keepdims=True)
-        y_pred = ops.log(ops.clip(y_pred, eps, 1.0 - eps))
+        # Log-probabilities are valid logits for the kernel (their lse is 0).
+        y_pred = _log_probs(y_pred, from_logits=False)
     a = ops.cast(label_smoothing, y_pred.dtype)
     if keras.backend.backend() == "tensorflow":
         loss = _tf_sparse_kernel(y_pred, labels, a, prior)
@@ -345,7 +400,7 @@ def sparse_smoothed_crossentropy(
         loss = _generic_sparse_kernel(y_pred, labels, a, prior)
     if ignore_class is not None:
         loss = ops.where(valid, loss, ops.zeros_like(loss))
-        set_keras_mask(loss, valid)
+        loss = _mask_for_reduction(loss, valid, reduction)
     return loss
 
 

@@ -25,75 +25,17 @@ import numpy as np
 from keras import ops
 
 # Keras attaches masks this way for its own `ignore_class`; no public alias exists.
-from keras.src.backend import set_keras_mask
-
-from keras_ls.losses import _is_sparse, _SmoothingLoss
+from keras_ls.losses import (
+    _check_axis,
+    _check_ignore_class,
+    _is_sparse,
+    _log_probs,
+    _mask_for_reduction,
+    _SmoothingLoss,
+)
 from keras_ls.smoothing import _prior_for_axis, mix, validate_factor, validate_prior
 
 __all__ = ["ConfidencePenaltyCE", "SmoothedDice"]
-
-
-def _check_ignore_class(ignore_class: Any) -> int | None:
-    if ignore_class is None:
-        return None
-    if isinstance(ignore_class, bool) or not isinstance(ignore_class, (int, np.integer)):
-        raise TypeError(
-            f"`ignore_class` must be an integer label or None; received {ignore_class!r}."
-        )
-    return int(ignore_class)
-
-
-def _check_axis(axis: Any, ndim: int) -> int:
-    if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)):
-        raise TypeError(f"`axis` must be an integer; received {axis!r}.")
-    if not -ndim <= axis < ndim:
-        raise ValueError(f"`axis`={axis} is out of range for `y_pred` of rank {ndim}.")
-    return int(axis) % ndim
-
-
-def _log_probs(y_pred: Any, from_logits: bool) -> Any:
-    """Log-probabilities along the last axis.
-
-    Logits go through ``log_softmax`` (finite for any finite logits);
-    probabilities get the same normalise/clip/log as Keras' crossentropy.
-    """
-    if from_logits:
-        return ops.log_softmax(y_pred, axis=-1)
-    eps = keras.config.epsilon()
-    y_pred = y_pred / ops.sum(y_pred, axis=-1, keepdims=True)
-    return ops.log(ops.clip(y_pred, eps, 1.0 - eps))
-
-
-def _mask_for_reduction(loss: Any, valid: Any, reduction: str | None) -> Any:
-    """Exclude invalid positions so the mean is over valid ones *globally*.
-
-    Single device (and JAX ``DataParallel``, where ``ops.sum`` already spans
-    the global batch): attach a Keras mask, as Keras' own ``ignore_class``
-    does, and ``Loss.__call__`` divides by the valid count.
-
-    ``tf.distribute`` with several replicas: that mask would divide each
-    replica's sum by its *own* valid count (then Keras scales by
-    ``1/num_replicas``), a mean of per-replica means that differs from
-    single-device training whenever replicas hold different numbers of
-    valid positions. Instead, all-reduce the valid count and pre-scale the
-    values by ``local_size * num_replicas / global_valid``, which Keras'
-    ``sum / local_size / num_replicas`` turns into ``sum / global_valid``
-    on every replica -- and the summed gradients into the global mean.
-    """
-    if keras.backend.backend() == "tensorflow" and reduction in ("sum_over_batch_size", "mean"):
-        import tensorflow as tf
-
-        ctx = tf.distribute.get_replica_context()
-        replicas = getattr(ctx, "num_replicas_in_sync", 1)
-        if ctx is not None and replicas > 1:
-            dtype = loss.dtype
-            local_valid = tf.reduce_sum(tf.cast(valid, dtype))
-            global_valid = ctx.all_reduce(tf.distribute.ReduceOp.SUM, local_valid)
-            local_size = tf.cast(tf.size(valid), dtype)
-            scale = tf.math.divide_no_nan(local_size * replicas, global_valid)
-            return loss * tf.stop_gradient(scale)
-    set_keras_mask(loss, valid)
-    return loss
 
 
 @keras.saving.register_keras_serializable(package="keras_ls")
@@ -201,9 +143,7 @@ class ConfidencePenaltyCE(_SmoothingLoss):
             if self.ignore_class is not None:
                 valid = ops.not_equal(labels, self.ignore_class)
                 labels = ops.where(valid, labels, 0)
-            nll = -ops.squeeze(
-                ops.take_along_axis(logp, ops.expand_dims(labels, -1), axis=-1), -1
-            )
+            nll = -ops.squeeze(ops.take_along_axis(logp, ops.expand_dims(labels, -1), axis=-1), -1)
             loss = nll - beta * entropy
             if self.ignore_class is not None:
                 loss = ops.where(valid, loss, ops.zeros_like(loss))

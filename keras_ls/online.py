@@ -44,8 +44,7 @@ import keras
 import numpy as np
 from keras import ops, tree
 
-from keras_ls.losses import _SmoothingLoss
-from keras_ls.losses_extra import _check_ignore_class, _mask_for_reduction
+from keras_ls.losses import _check_ignore_class, _mask_for_reduction, _SmoothingLoss
 from keras_ls.smoothing import mix, validate_factor
 
 __all__ = [
@@ -171,8 +170,10 @@ class OnlineSoftTargets(keras.metrics.Metric):
         labels = _hard_labels(ops.convert_to_tensor(y_true), y_pred)
         k = self.num_classes
         probs = ops.cast(y_pred, self.dtype)
-        probs = ops.softmax(probs, -1) if self.from_logits else probs / ops.sum(
-            probs, -1, keepdims=True
+        probs = (
+            ops.softmax(probs, -1)
+            if self.from_logits
+            else probs / ops.sum(probs, -1, keepdims=True)
         )
         weight = ops.cast(ops.equal(ops.argmax(probs, -1), labels), self.dtype)
         if self.ignore_class is not None:
@@ -425,7 +426,8 @@ class OnlineLabelSmoothing(keras.callbacks.Callback):
             if any(t is loss.targets for t in compiled):
                 continue
             same = [
-                t for t in compiled
+                t
+                for t in compiled
                 if t.name == loss.targets.name and t.num_classes == loss.num_classes
             ]
             if len(same) != 1:
@@ -448,8 +450,10 @@ class OnlineLabelSmoothing(keras.callbacks.Callback):
         for loss in self._losses:
             if self.verbose:
                 n = int(np.sum(ops.convert_to_numpy(loss.targets.counts.value) > 0))
-                print(f"\nEpoch {epoch + 1}: OnlineLabelSmoothing updates {n} of "
-                      f"{loss.num_classes} soft-label rows of {loss.name!r}.")
+                print(
+                    f"\nEpoch {epoch + 1}: OnlineLabelSmoothing updates {n} of "
+                    f"{loss.num_classes} soft-label rows of {loss.name!r}."
+                )
             loss.targets.swap()
 
     def on_test_begin(self, logs: dict | None = None) -> None:

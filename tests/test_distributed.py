@@ -45,7 +45,7 @@ def make_data(n: int = 2 * B) -> tuple[np.ndarray, np.ndarray]:
     # Per global batch of 8: the first half (replica 0) keeps 2 of 20 tokens,
     # the second half (replica 1) keeps 19 of 20.
     for s in range(0, n, B):
-        y[s: s + B // 2, :] = IGNORE
+        y[s : s + B // 2, :] = IGNORE
         y[s, :2] = rng.integers(0, K, size=2)
         y[s + B - 1, 0] = IGNORE
     return x, y
@@ -95,8 +95,9 @@ def _run_case(case: str, keras, keras_ls, strategy=None) -> dict:
             model.set_weights(initial_weights())
             loss = eval(CASES[case])
             online = isinstance(loss, keras_ls.OnlineSmoothedCE)
-            model.compile(keras.optimizers.SGD(lr), loss,
-                          metrics=[loss.targets] if online else None)
+            model.compile(
+                keras.optimizers.SGD(lr), loss, metrics=[loss.targets] if online else None
+            )
         return model, loss, [keras_ls.OnlineLabelSmoothing()] if online else []
 
     x, y = make_data()
@@ -104,15 +105,17 @@ def _run_case(case: str, keras, keras_ls, strategy=None) -> dict:
         y = np.where(y == IGNORE, 0, y)
     out: dict = {}
     model, _, extra = build(1.0)
-    hist = model.fit(x[:B], y[:B], batch_size=B, epochs=1, shuffle=False, verbose=0,
-                     callbacks=extra)
+    hist = model.fit(
+        x[:B], y[:B], batch_size=B, epochs=1, shuffle=False, verbose=0, callbacks=extra
+    )
     w1 = model.get_weights()
     out["loss0"] = float(hist.history["loss"][0])
     out["grad"] = [(w0 - w).tolist() for w0, w in zip(initial_weights(), w1)]
     model, loss, extra = build(0.5)
     sched = keras_ls.SmoothingScheduler(keras_ls.schedules.Linear(0.3, 0.0, steps=2))
-    hist = model.fit(x, y, batch_size=B, epochs=3, shuffle=False, verbose=0,
-                     callbacks=[sched, *extra])
+    hist = model.fit(
+        x, y, batch_size=B, epochs=3, shuffle=False, verbose=0, callbacks=[sched, *extra]
+    )
     out["losses"] = [float(v) for v in hist.history["loss"]]
     out["factors"] = [float(v) for v in hist.history["label_smoothing"]]
     out["final"] = [w.tolist() for w in model.get_weights()]
@@ -125,9 +128,7 @@ def worker_mirrored() -> dict:
     import tensorflow as tf
 
     cpu = tf.config.list_physical_devices("CPU")[0]
-    tf.config.set_logical_device_configuration(
-        cpu, [tf.config.LogicalDeviceConfiguration()] * 2
-    )
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     import keras
 
     import keras_ls
@@ -212,8 +213,9 @@ def worker_multiworker(index: int) -> dict:
         def on_epoch_begin(self, epoch, logs=None):
             seen.append(loss.beta)
 
-    hist = model.fit(x, y, batch_size=B, epochs=3, shuffle=False, verbose=0,
-                     callbacks=[sched, Spy()])
+    hist = model.fit(
+        x, y, batch_size=B, epochs=3, shuffle=False, verbose=0, callbacks=[sched, Spy()]
+    )
     return {
         "index": index,
         "losses": [float(v) for v in hist.history["loss"]],
@@ -234,7 +236,10 @@ def _env(**extra: str) -> dict:
 def _spawn(args: list[str], env: dict, out: Path) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, str(HERE), *args, str(out)],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
         start_new_session=True,
     )
 
@@ -278,29 +283,24 @@ def _assert_same(single: dict, dist: dict, rtol: float = 1e-5, atol: float = 1e-
 
 @pytest.fixture(scope="module")
 def mirrored(tmp_path_factory):
-    return _run_worker("mirrored", tmp_path_factory.mktemp("mirrored"),
-                       _env(KERAS_BACKEND="tensorflow"))
+    return _run_worker(
+        "mirrored", tmp_path_factory.mktemp("mirrored"), _env(KERAS_BACKEND="tensorflow")
+    )
 
 
 @pytest.fixture(scope="module")
 def jax_dp(tmp_path_factory):
     pytest.importorskip("jax")
-    env = _env(KERAS_BACKEND="jax", XLA_FLAGS="--xla_force_host_platform_device_count=2",
-               JAX_PLATFORMS="cpu")
+    env = _env(
+        KERAS_BACKEND="jax",
+        XLA_FLAGS="--xla_force_host_platform_device_count=2",
+        JAX_PLATFORMS="cpu",
+    )
     return _run_worker("jax", tmp_path_factory.mktemp("jax"), env)
 
 
-NEEDS_CORE = pytest.mark.xfail(
-    strict=True,
-    reason="needs core change: SmoothedCE must normalise ignore_class by the global "
-    "valid count under tf.distribute (see docs/distributed.md, report diff)",
-)
-
-
 @pytest.mark.slow
-@pytest.mark.parametrize(
-    "case", ["ce", pytest.param("ce_ignore", marks=NEEDS_CORE), "cp_ignore", "online_ignore"]
-)
+@pytest.mark.parametrize("case", ["ce", "ce_ignore", "cp_ignore", "online_ignore"])
 def test_mirrored_matches_single_device(mirrored, case):
     res = mirrored[case]
     assert res["single"]["factors"] == pytest.approx([0.3, 0.15, 0.0])

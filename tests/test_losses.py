@@ -6,9 +6,9 @@ import pytest
 import tensorflow as tf
 import torch
 import torch.nn.functional as F
-from ls_reference import np_log_softmax, np_smoothed_ce
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from ls_reference import np_log_softmax, np_smoothed_ce
 
 from keras_ls import SmoothedBCE, SmoothedCE
 
