@@ -79,6 +79,13 @@ def test_image_classification(tmp_path: Path) -> None:
         history = list(csv.DictReader(f))
     assert [float(r["label_smoothing"]) for r in history] == pytest.approx([0.1, 0.05])
     assert (logs / "keras_ce" / "history.csv").is_file()
+    try:
+        import tensorboard  # noqa: F401
+    except ImportError:  # the example then writes CSV logs only
+        pass
+    else:
+        events = list((logs / "smoothed" / "train").glob("events.out.tfevents*"))
+        assert events and b"label_smoothing" in events[0].read_bytes()
     # ... and the saved loss reloads with its final value in a fresh process,
     # with no custom_objects: `import keras_ls` registers the classes.
     code = (
