@@ -102,6 +102,7 @@ class StudyConfig:
     out: str = str(RESULTS_DIR)
     quick: bool = False
     plot: bool = True
+    stem: str = STEM  # output file names: <stem>.md / .json / .png
 
 
 DEFAULT_ARMS = StudyConfig().arms
@@ -403,16 +404,17 @@ def run_study(
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     if config.plot:
-        plot_grid(plot_logits, y_test, config, out / f"{STEM}.png")
+        plot_grid(plot_logits, y_test, config, out / f"{config.stem}.png")
     # Re-read the clocks: the runtime recorded covers the plot too. CPU time
     # and load averages say how much of the wall time was other processes.
     result["runtime_seconds"]["total"] = time.perf_counter() - t_start
     result["runtime_seconds"]["process_cpu"] = time.process_time() - cpu_start
     result["runtime_seconds"]["loadavg_1_5_15_at_start"] = load_start
     result["runtime_seconds"]["loadavg_1_5_15_at_end"] = _loadavg()
-    (out / f"{STEM}.json").write_text(json.dumps(result, indent=1) + "\n")
-    (out / f"{STEM}.md").write_text(markdown_report(result))
-    log(f"wrote {out / STEM}.{{md,json,png}} in {result['runtime_seconds']['total']:.0f}s")
+    (out / f"{config.stem}.json").write_text(json.dumps(result, indent=1) + "\n")
+    (out / f"{config.stem}.md").write_text(markdown_report(result))
+    log(f"wrote {out / config.stem}.{{md,json{',png' if config.plot else ''}}} in "
+        f"{result['runtime_seconds']['total']:.0f}s")
     return result
 
 
@@ -531,11 +533,9 @@ def markdown_report(result: dict) -> str:
             + ".",
             "",
         ]
-    lines += [
-        f"Reliability diagrams (first seed): `{STEM}.png`. Per-seed numbers, config and "
-        f"versions: `{STEM}.json`.",
-        "",
-    ]
+    stem = cfg.get("stem", STEM)
+    plot = f"Reliability diagrams (first seed): `{stem}.png`. " if cfg.get("plot", True) else ""
+    lines += [f"{plot}Per-seed numbers, config and versions: `{stem}.json`.", ""]
     return "\n".join(lines)
 
 
@@ -588,6 +588,7 @@ def _parse_args(argv: Sequence[str] | None) -> StudyConfig:
     p.add_argument("--cnn-epochs", type=int, help="override the CNN's epochs")
     p.add_argument("--n-train", type=int, help="override the training subset size")
     p.add_argument("--no-plot", action="store_true", help="skip the PNG")
+    p.add_argument("--stem", help=f"output file name stem (default {STEM})")
     a = p.parse_args(argv)
     if a.quick and not a.out:
         # Never overwrite the committed results with a smoke run.
@@ -610,6 +611,8 @@ def _parse_args(argv: Sequence[str] | None) -> StudyConfig:
         cfg.n_train = a.n_train
     if a.no_plot:
         cfg.plot = False
+    if a.stem:
+        cfg.stem = a.stem
     return cfg
 
 

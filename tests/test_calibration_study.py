@@ -151,11 +151,14 @@ def test_new_arm_can_be_registered(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     cfg = study.StudyConfig(
         n_train=256, n_heldout=128, n_test=256, models=("mlp",), epochs={"mlp": 1},
         seeds=(0,), noise_rates=(0.0,), arms=("ls_0.3",), out=str(tmp_path), plot=False,
+        stem="custom",
     )
     result = study.run_study(cfg, log=lambda s: None)
-    assert [c.steps_per_epoch for c in seen] == [2]  # ceil(256 / 128)
+    assert [c.steps_per_epoch for c in seen] == [2]  # 256 images in batches of 128
     assert result["arms"] == {"ls_0.3": "SmoothedCE(0.3)"}
-    assert "| 0% | SmoothedCE(0.3) |" in (tmp_path / "calibration_study.md").read_text()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["custom.json", "custom.md"]
+    md = (tmp_path / "custom.md").read_text()
+    assert "| 0% | SmoothedCE(0.3) |" in md and ".png" not in md
 
 
 def test_cli_quick_needs_out_and_parses(tmp_path: Path) -> None:
@@ -165,8 +168,9 @@ def test_cli_quick_needs_out_and_parses(tmp_path: Path) -> None:
     cfg = study._parse_args(["--quick", "--out", str(tmp_path), "--seeds", "3", "4"])
     assert cfg.quick and cfg.out == str(tmp_path) and cfg.seeds == (3, 4)
     assert cfg.models == ("mlp",) and cfg.epochs == {"mlp": 2}
-    default = study._parse_args(["--cnn-epochs", "7", "--no-plot"])
+    default = study._parse_args(["--cnn-epochs", "7", "--no-plot", "--stem", "other"])
     assert default.epochs == {"mlp": 10, "cnn": 7} and not default.plot
+    assert default.stem == "other" and study.StudyConfig().stem == "calibration_study"
     assert len(default.seeds) >= 3 and default.n_train == 10_000
 
 
