@@ -8,6 +8,8 @@ Heavy names (anything touching Keras) are imported lazily, so that
 from __future__ import annotations
 
 import importlib
+import importlib.abc
+import importlib.util
 import sys
 from typing import Any
 
@@ -45,9 +47,9 @@ def register_serializables() -> None:
     """Import the modules that register keras-ls classes with Keras.
 
     Needed before ``keras.saving.load_model`` can rebuild a model compiled
-    with a keras-ls loss or metric. ``import keras_ls`` does it by itself when
-    Keras is already imported (``import keras, keras_ls``); otherwise call it,
-    or import any Keras-side name (``from keras_ls import SmoothedCE``).
+    with a keras-ls loss or metric. ``import keras_ls`` arranges it in either
+    import order: at once if Keras is already imported, else right after
+    ``import keras`` (see :class:`_RegisterWhenKerasLoads`).
     """
     for module in _REGISTERING:
         try:
@@ -57,8 +59,38 @@ def register_serializables() -> None:
                 raise
 
 
+class _RegisterWhenKerasLoads(importlib.abc.MetaPathFinder):
+    """One-shot import hook: register our classes right after ``import keras``.
+
+    ``import keras_ls`` must not import Keras (and TensorFlow) itself, yet
+    ``keras.saving.load_model`` should find our classes whatever the import
+    order. This finder wraps the real loader of the ``keras`` package and calls
+    :func:`register_serializables` once the package has executed.
+    """
+
+    def find_spec(self, name: str, path: Any = None, target: Any = None) -> Any:
+        if name != "keras":
+            return None
+        if self in sys.meta_path:
+            sys.meta_path.remove(self)  # one shot, and no recursion below
+        spec = importlib.util.find_spec("keras")
+        loader = getattr(spec, "loader", None)
+        if loader is None or not hasattr(loader, "exec_module"):
+            return spec
+        exec_module = loader.exec_module
+
+        def exec_then_register(module: Any) -> None:
+            exec_module(module)
+            register_serializables()
+
+        loader.exec_module = exec_then_register
+        return spec
+
+
 if "keras" in sys.modules:  # never import Keras (and TF) ourselves here
     register_serializables()
+elif not any(isinstance(f, _RegisterWhenKerasLoads) for f in sys.meta_path):
+    sys.meta_path.insert(0, _RegisterWhenKerasLoads())
 
 
 def __getattr__(name: str) -> Any:

@@ -4,12 +4,14 @@ import json
 
 import keras
 import numpy as np
+import pytest
 from ls_reference import run_python
 
 from keras_ls import SmoothedCE, SmoothingScheduler, schedules
 
 
-def test_saved_mid_schedule_loads_in_fresh_process(tmp_path):
+@pytest.mark.parametrize("imports", ["import keras, keras_ls", "import keras_ls, keras"])
+def test_saved_mid_schedule_loads_in_fresh_process(tmp_path, imports):
     rng = np.random.default_rng(0)
     x = rng.normal(size=(64, 5)).astype("float32")
     y = rng.integers(0, 3, 64)
@@ -30,7 +32,7 @@ def test_saved_mid_schedule_loads_in_fresh_process(tmp_path):
     np.save(tmp_path / "x.npy", x)
     np.save(tmp_path / "pred.npy", model.predict(x, verbose=0))
     out = run_python(
-        "import json, numpy as np, keras, keras_ls\n"
+        f"import json, numpy as np\n{imports}\n"
         f"m = keras.saving.load_model({str(path)!r})\n"
         f"x = np.load({str(tmp_path / 'x.npy')!r})\n"
         f"same = np.allclose(m.predict(x, verbose=0), np.load({str(tmp_path / 'pred.npy')!r}))\n"
