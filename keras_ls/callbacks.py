@@ -84,9 +84,10 @@ class SmoothingScheduler(keras.callbacks.Callback):
         found = _collect(getattr(self.model, "loss", None), "model.loss")
         if not found:
             raise ValueError(
-                "SmoothingScheduler found no SmoothedCE/SmoothedBCE in the compiled "
-                f"model's loss ({getattr(self.model, 'loss', None)!r}); compile with one "
-                "or pass `loss=`."
+                "SmoothingScheduler found no keras-ls smoothed loss (SmoothedCE, "
+                "SmoothedBCE, ConfidencePenaltyCE, SmoothedDice, OnlineSmoothedCE) in the "
+                f"compiled model's loss ({getattr(self.model, 'loss', None)!r}); compile "
+                "with one or pass `loss=`."
             )
         self._losses = found
 

@@ -120,7 +120,7 @@ def test_errors_are_clear():
     x, y = _data()
     model = _model()
     model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    with pytest.raises(ValueError, match="found no SmoothedCE/SmoothedBCE"):
+    with pytest.raises(ValueError, match="found no keras-ls smoothed loss"):
         model.fit(x, y, epochs=1, verbose=0, callbacks=[SmoothingScheduler(0.1)])
     model.compile("sgd", SmoothedCE(0.1, from_logits=True))
     bad = SmoothingScheduler(lambda step: 0.5 + step)
