@@ -7,10 +7,9 @@ from typing import Any
 
 import keras
 import numpy as np
-from keras import tree
 
 from keras_ls import schedules as _schedules
-from keras_ls.losses import _SmoothingLoss
+from keras_ls.losses import _collect_losses, _SmoothingLoss
 
 __all__ = ["SmoothingScheduler"]
 
@@ -67,7 +66,7 @@ class SmoothingScheduler(keras.callbacks.Callback):
         self.schedule: Callable[[int], Any] = _schedules.get(schedule)
         self.update = update
         self.verbose = int(verbose)
-        self._given = None if loss is None else _collect(loss, "loss")
+        self._given = None if loss is None else _collect_losses(loss)
         if self._given == []:
             raise ValueError(
                 f"`loss` must be a SmoothedCE/SmoothedBCE (or a list of them); received {loss!r}."
@@ -81,7 +80,7 @@ class SmoothingScheduler(keras.callbacks.Callback):
         if self._given is not None:
             self._losses = self._given
             return
-        found = _collect(getattr(self.model, "loss", None), "model.loss")
+        found = _collect_losses(getattr(self.model, "loss", None))
         if not found:
             raise ValueError(
                 "SmoothingScheduler found no keras-ls smoothed loss (SmoothedCE, "
@@ -136,14 +135,3 @@ class SmoothingScheduler(keras.callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         if logs is not None and self.value is not None:
             logs["label_smoothing"] = self.value
-
-
-def _collect(obj: Any, name: str) -> list[_SmoothingLoss]:
-    """Every smoothed loss in a loss structure (single, list or dict), once."""
-    if obj is None:
-        return []
-    out: list[_SmoothingLoss] = []
-    for leaf in tree.flatten(obj):
-        if isinstance(leaf, _SmoothingLoss) and all(leaf is not x for x in out):
-            out.append(leaf)
-    return out

@@ -14,7 +14,7 @@ from typing import Any
 
 import keras
 import numpy as np
-from keras import ops
+from keras import ops, tree
 
 # Keras attaches masks this way for its own `ignore_class`; no public alias exists.
 from keras.src.backend import set_keras_mask
@@ -330,6 +330,17 @@ def _mask_for_reduction(loss: Any, valid: Any, reduction: str | None) -> Any:
             return loss * tf.stop_gradient(scale)
     set_keras_mask(loss, valid)
     return loss
+
+
+def _collect_losses(obj: Any, cls: type = None) -> list:
+    """Every loss of type ``cls`` (default: any keras-ls smoothed loss) in a
+    loss structure -- single, list or dict, as given to ``compile`` -- once each."""
+    cls = cls or _SmoothingLoss
+    out: list = []
+    for leaf in tree.flatten(obj) if obj is not None else []:
+        if isinstance(leaf, cls) and all(leaf is not x for x in out):
+            out.append(leaf)
+    return out
 
 
 def _is_sparse(y_true: Any, y_pred: Any, axis: int) -> bool:

@@ -44,7 +44,12 @@ import keras
 import numpy as np
 from keras import ops, tree
 
-from keras_ls.losses import _check_ignore_class, _mask_for_reduction, _SmoothingLoss
+from keras_ls.losses import (
+    _check_ignore_class,
+    _collect_losses,
+    _mask_for_reduction,
+    _SmoothingLoss,
+)
 from keras_ls.smoothing import mix, validate_factor
 
 __all__ = [
@@ -403,7 +408,7 @@ class OnlineLabelSmoothing(keras.callbacks.Callback):
 
     def __init__(self, loss: Any = None, verbose: int = 0):
         super().__init__()
-        self._given = None if loss is None else _collect(loss)
+        self._given = None if loss is None else _collect_losses(loss, OnlineSmoothedCE)
         if self._given == []:
             raise ValueError(f"`loss` must be an OnlineSmoothedCE (or a list); received {loss!r}.")
         self.verbose = int(verbose)
@@ -415,7 +420,7 @@ class OnlineLabelSmoothing(keras.callbacks.Callback):
             loss.targets.collecting.assign(value)
 
     def on_train_begin(self, logs: dict | None = None) -> None:
-        losses = self._given or _collect(getattr(self.model, "loss", None))
+        losses = self._given or _collect_losses(getattr(self.model, "loss", None), OnlineSmoothedCE)
         if not losses:
             raise ValueError(
                 "OnlineLabelSmoothing found no OnlineSmoothedCE in the compiled model's "
@@ -467,13 +472,3 @@ class OnlineLabelSmoothing(keras.callbacks.Callback):
     def on_train_end(self, logs: dict | None = None) -> None:
         self._in_fit = False
         self._set_collecting(0.0)
-
-
-def _collect(obj: Any) -> list[OnlineSmoothedCE]:
-    if obj is None:
-        return []
-    out: list[OnlineSmoothedCE] = []
-    for leaf in tree.flatten(obj):
-        if isinstance(leaf, OnlineSmoothedCE) and all(leaf is not x for x in out):
-            out.append(leaf)
-    return out
