@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import math
 import numbers
 from typing import Any
 
 import numpy as np
+
+from keras_ls.smoothing import validate_factor
 
 __all__ = ["NOISE_MODES", "flip_labels"]
 
@@ -54,13 +55,7 @@ def flip_labels(
     >>> noisy.tolist(), flipped.tolist()
     ([1, 2, 3, 0], [True, True, True, True])
     """
-    if isinstance(rate, (bool, np.bool_)) or not isinstance(
-        rate, (numbers.Real, np.floating, np.integer)
-    ):
-        raise TypeError(f"`rate` must be a real number in [0, 1]; received {rate!r}.")
-    rate = float(rate)
-    if not math.isfinite(rate) or not 0.0 <= rate <= 1.0:
-        raise ValueError(f"`rate` must be a finite number in [0, 1]; received {rate!r}.")
+    rate = validate_factor(rate, "rate")  # same check as a smoothing factor
     if isinstance(num_classes, (bool, np.bool_)) or not isinstance(
         num_classes, (numbers.Integral, np.integer)
     ):
