@@ -48,10 +48,6 @@ class _SmoothingLoss(keras.losses.Loss):
         self._label_smoothing = keras.Variable(
             value, dtype="float32", trainable=False, name="label_smoothing"
         )
-        # Bumped on every assignment: the JAX backend bakes variables that the
-        # model does not own into the jitted step, so SmoothingScheduler
-        # retraces there when this changes (see keras_ls.callbacks).
-        self._version = 0
 
     @property
     def label_smoothing(self) -> float:
@@ -62,7 +58,6 @@ class _SmoothingLoss(keras.losses.Loss):
     def label_smoothing(self, value: float) -> None:
         value = validate_factor(value, "label_smoothing")
         self._label_smoothing.assign(value)
-        self._version += 1
 
     @property
     def label_smoothing_variable(self) -> keras.Variable:
@@ -153,10 +148,8 @@ class SmoothedCE(_SmoothingLoss):
         super().__init__(
             label_smoothing, from_logits=from_logits, reduction=reduction, name=name, dtype=dtype
         )
-        if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)):
-            raise TypeError(f"`axis` must be an integer; received {axis!r}.")
         self.ignore_class = _check_ignore_class(ignore_class)
-        self.axis = int(axis)
+        self.axis = _check_axis(axis)
         self.prior = validate_prior(prior, name="prior")
 
     def call(self, y_true: Any, y_pred: Any) -> Any:
@@ -247,7 +240,7 @@ class SmoothedBCE(_SmoothingLoss):
         super().__init__(
             label_smoothing, from_logits=from_logits, reduction=reduction, name=name, dtype=dtype
         )
-        self.axis = int(axis)
+        self.axis = _check_axis(axis)
 
     def call(self, y_true: Any, y_pred: Any) -> Any:
         y_pred = ops.convert_to_tensor(y_pred)
@@ -279,9 +272,12 @@ def _check_ignore_class(ignore_class: Any) -> int | None:
     return int(ignore_class)
 
 
-def _check_axis(axis: Any, ndim: int) -> int:
+def _check_axis(axis: Any, ndim: int | None = None) -> int:
+    """``axis`` as an int; with ``ndim``, range-checked and made non-negative."""
     if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)):
         raise TypeError(f"`axis` must be an integer; received {axis!r}.")
+    if ndim is None:
+        return int(axis)
     if not -ndim <= axis < ndim:
         raise ValueError(f"`axis`={axis} is out of range for `y_pred` of rank {ndim}.")
     return int(axis) % ndim

@@ -105,9 +105,7 @@ class ConfidencePenaltyCE(_SmoothingLoss):
             dtype=dtype,
         )
         self.ignore_class = _check_ignore_class(ignore_class)
-        if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)):
-            raise TypeError(f"`axis` must be an integer; received {axis!r}.")
-        self.axis = int(axis)
+        self.axis = _check_axis(axis)
 
     @property
     def beta(self) -> float:
