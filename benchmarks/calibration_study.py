@@ -69,7 +69,7 @@ from keras_ls.calibration import (
     nll,
     reliability_diagram,
 )
-from keras_ls.data import load_fashion_mnist
+from keras_ls.datasets import load_fashion_mnist
 from keras_ls.noise import flip_labels
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"

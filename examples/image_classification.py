@@ -30,7 +30,7 @@ Run it with:
 python examples/image_classification.py --compare-baseline
 ```
 
-Fashion-MNIST is read from disk through `keras_ls.data.load_fashion_mnist`
+Fashion-MNIST is read from disk through `keras_ls.datasets.load_fashion_mnist`
 (the Debian package `dataset-fashion-mnist`, or `$KERAS_LS_FASHION_MNIST_DIR`);
 pass `--download` to fall back on `keras.datasets` when it is not installed.
 """
@@ -46,7 +46,7 @@ import numpy as np
 import keras_ls
 from keras_ls import ExpectedCalibrationError, SmoothedCE, SmoothingScheduler, schedules
 from keras_ls.calibration import expected_calibration_error, nll, reliability_diagram
-from keras_ls.data import load_fashion_mnist
+from keras_ls.datasets import load_fashion_mnist
 
 NUM_CLASSES = 10
 

@@ -39,7 +39,7 @@ import numpy as np
 
 from keras_ls import ExpectedCalibrationError, SmoothedCE
 from keras_ls.calibration import expected_calibration_error, nll
-from keras_ls.data import load_fashion_mnist
+from keras_ls.datasets import load_fashion_mnist
 from keras_ls.smoothing import smooth_labels
 
 NUM_CLASSES = 10

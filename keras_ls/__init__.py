@@ -30,6 +30,7 @@ _SUBMODULES = (
     "schedules",
     "calibration",
     "noise",
+    "datasets",
     "data",
     "losses",
     "callbacks",

@@ -32,6 +32,10 @@ __all__ = [
     "Cosine",
     "Piecewise",
     "Warmup",
+    "REGISTRY",
+    "ALIASES",
+    "START_END_NAMES",
+    "canonical_name",
     "get",
     "from_name",
     "evaluate",
@@ -193,35 +197,61 @@ class Warmup(SmoothingSchedule):
         return cls(**config)
 
 
-_BY_NAME: dict[str, type[SmoothingSchedule]] = {
+#: The one registry of schedules: name -> class. ``from_name``, ``deserialize``
+#: and the detection CLI all read it.
+REGISTRY: dict[str, type[SmoothingSchedule]] = {
     "constant": Constant,
     "linear": Linear,
     "cosine": Cosine,
     "piecewise": Piecewise,
     "warmup": Warmup,
 }
+#: Other names accepted for a registry entry ("step" is the detection CLI's
+#: name for a two-value piecewise schedule since 0.1.0).
+ALIASES: dict[str, str] = {"step": "piecewise"}
+#: Names that :func:`from_name` can build from (start, end, steps).
+START_END_NAMES: tuple[str, ...] = ("constant", "linear", "cosine", "piecewise", "step")
+#: Deprecated alias of :data:`START_END_NAMES` (the 0.1.0 name).
+SCHEDULE_NAMES = START_END_NAMES
 
-#: Names accepted by :func:`from_name` (the detection CLI's choices).
-SCHEDULE_NAMES = ("constant", "linear", "cosine", "step")
+
+def canonical_name(name: Any) -> str:
+    """The registry name for ``name`` (case-insensitive, aliases resolved).
+
+    Raises ``ValueError`` naming the accepted names for anything else.
+    """
+    key = name.lower() if isinstance(name, str) else None
+    key = ALIASES.get(key, key)
+    if key not in REGISTRY:
+        accepted = ", ".join([*REGISTRY, *ALIASES])
+        raise ValueError(f"Unknown smoothing schedule {name!r}; expected one of {accepted}.")
+    return key
 
 
 def from_name(name: str, start: float, end: float, steps: int) -> SmoothingSchedule:
     """Build a start→end schedule by name, reaching ``end`` at step ``steps``.
 
-    ``constant`` ignores ``end``; ``step`` holds ``start`` for the first half
-    and ``end`` from step ``ceil(steps / 2)`` on.
+    ``constant`` ignores ``end``; ``piecewise`` (alias ``step``) holds ``start``
+    for the first half and ``end`` from step ``ceil(steps / 2)`` on.
+    ``warmup`` has no start→end form: build ``Warmup`` directly.
+
+    Example:
+
+    >>> from_name("cosine", 0.1, 0.0, steps=10)(5)
+    0.05
     """
-    if not isinstance(name, str) or name.lower() not in SCHEDULE_NAMES:
+    key = canonical_name(name)
+    if key not in START_END_NAMES:
         raise ValueError(
-            f"Unknown smoothing schedule {name!r}; expected one of {', '.join(SCHEDULE_NAMES)}."
+            f"Schedule {name!r} has no start/end form; expected one of "
+            f"{', '.join(START_END_NAMES)}."
         )
-    name = name.lower()
-    if name == "constant":
+    if key == "constant":
         return Constant(start)
     steps = max(int(steps), 1)
-    if name == "linear":
+    if key == "linear":
         return Linear(start, end, steps)
-    if name == "cosine":
+    if key == "cosine":
         return Cosine(start, end, steps)
     return Piecewise([math.ceil(steps / 2)], [start, end])
 
@@ -287,7 +317,7 @@ def deserialize(config: Any) -> Any:
     if not isinstance(config, dict) or "class_name" not in config:
         raise ValueError(f"Cannot deserialize a schedule from {config!r}.")
     name = config["class_name"]
-    for cls in _BY_NAME.values():
+    for cls in REGISTRY.values():
         if name in (cls.__name__, f"keras_ls>{cls.__name__}"):
             return cls.from_config(config.get("config", {}))
     import keras

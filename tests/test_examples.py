@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from keras_ls.data import find_fashion_mnist
+from keras_ls.datasets import find_fashion_mnist
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"

@@ -1,4 +1,4 @@
-"""Tests of keras_ls.data (no network: on-disk files or synthetic ones only)."""
+"""Tests of keras_ls.datasets (no network: on-disk files or synthetic ones only)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import types
 import numpy as np
 import pytest
 
-from keras_ls import data
-from keras_ls.data import FASHION_MNIST_CLASSES, load_fashion_mnist, read_idx
+from keras_ls import datasets as data
+from keras_ls.datasets import FASHION_MNIST_CLASSES, load_fashion_mnist, read_idx
 
 ON_DISK = all(
     (data.DEBIAN_DIR / f"{stem}.gz").is_file() for stem in data._FILES.values()
@@ -216,5 +216,5 @@ def test_swapped_files_detected(tmp_path, monkeypatch):
 
 
 def test_import_does_not_load_keras():
-    code = "import sys, keras_ls.data\nassert 'keras' not in sys.modules\n"
+    code = "import sys, keras_ls.datasets\nassert 'keras' not in sys.modules\n"
     subprocess.run([sys.executable, "-c", code], check=True)
