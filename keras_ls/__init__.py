@@ -1,8 +1,15 @@
 """keras-ls: label smoothing as a first-class, measured tool for Keras 3.
 
-Heavy names (anything touching Keras) are imported lazily, so that
-``import keras_ls.smoothing`` / ``keras_ls.schedules`` never loads TensorFlow
--- the Ultralytics adapter in ``detection/`` depends on that.
+Public names are imported lazily: ``import keras_ls``, ``keras_ls.smoothing`` and
+``keras_ls.schedules`` never load Keras or TensorFlow (the Ultralytics adapter in
+``detection/`` relies on it), while ``from keras_ls import SmoothedCE`` loads Keras.
+
+Registration with Keras serialization (so that ``keras.saving.load_model`` rebuilds
+keras-ls losses and metrics without ``custom_objects``) happens when the Keras-side modules
+(``keras_ls.losses``, ``keras_ls.metrics``, ``keras_ls.callbacks``) are imported: importing
+any one of them imports all three. For the one order that imports none of them --
+``import keras_ls`` first, ``import keras`` later, then ``load_model`` -- a one-shot import
+hook registers them right after Keras has loaded (:class:`_RegisterAfterKeras`).
 """
 
 from __future__ import annotations
@@ -13,17 +20,17 @@ import importlib.util
 import sys
 from typing import Any
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 _LAZY = {
     "SmoothedCE": "keras_ls.losses",
     "SmoothedBCE": "keras_ls.losses",
+    "ConfidencePenaltyCE": "keras_ls.losses",
+    "SmoothedDice": "keras_ls.losses",
+    "OnlineSmoothedCE": "keras_ls.losses",
     "SmoothingScheduler": "keras_ls.callbacks",
+    "OnlineLabelSmoothing": "keras_ls.callbacks",
     "ExpectedCalibrationError": "keras_ls.metrics",
-    "OnlineSmoothedCE": "keras_ls.online",
-    "OnlineLabelSmoothing": "keras_ls.online",
-    "ConfidencePenaltyCE": "keras_ls.losses_extra",
-    "SmoothedDice": "keras_ls.losses_extra",
 }
 _SUBMODULES = (
     "smoothing",
@@ -31,42 +38,46 @@ _SUBMODULES = (
     "calibration",
     "noise",
     "datasets",
-    "data",
     "losses",
     "callbacks",
     "metrics",
 )
+# 0.1 module names, kept importable (each warns once when imported).
+_DEPRECATED_SUBMODULES = ("data", "online", "losses_extra")
 
 __all__ = sorted(_LAZY) + list(_SUBMODULES)
 
-
-# Modules whose classes are registered with Keras serialization.
-_REGISTERING = ("keras_ls.losses", "keras_ls.metrics", "keras_ls.online", "keras_ls.losses_extra")
+# The modules that define (and so register) keras-ls classes for Keras serialization.
+_KERAS_MODULES = ("keras_ls.losses", "keras_ls.metrics", "keras_ls.callbacks")
 
 
 def register_serializables() -> None:
-    """Import the modules that register keras-ls classes with Keras.
+    """Import the modules that register keras-ls classes with Keras serialization.
 
-    Needed before ``keras.saving.load_model`` can rebuild a model compiled
-    with a keras-ls loss or metric. ``import keras_ls`` arranges it in either
-    import order: at once if Keras is already imported, else right after
-    ``import keras`` (see :class:`_RegisterWhenKerasLoads`).
+    Needed before ``keras.saving.load_model`` can rebuild a model compiled with a keras-ls
+    loss or metric. It runs by itself whenever Keras and ``keras_ls`` are both imported,
+    in any order (see the module docstring); calling it again does nothing.
     """
-    for module in _REGISTERING:
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as e:  # optional module not present
-            if e.name != module:
-                raise
+    for module in _KERAS_MODULES:
+        importlib.import_module(module)
 
 
-class _RegisterWhenKerasLoads(importlib.abc.MetaPathFinder):
-    """One-shot import hook: register our classes right after ``import keras``.
+def _importing_keras_ls() -> bool:
+    """True while a ``keras_ls`` module is executing (an import of ours is in progress)."""
+    for name, module in list(sys.modules.items()):
+        if name == "keras_ls" or name.startswith("keras_ls."):
+            if getattr(getattr(module, "__spec__", None), "_initializing", False):
+                return True
+    return False
 
-    ``import keras_ls`` must not import Keras (and TensorFlow) itself, yet
-    ``keras.saving.load_model`` should find our classes whatever the import
-    order. This finder wraps the real loader of the ``keras`` package and calls
-    :func:`register_serializables` once the package has executed.
+
+class _RegisterAfterKeras(importlib.abc.MetaPathFinder):
+    """One-shot hook: register keras-ls classes right after ``import keras`` finishes.
+
+    It only answers for the name ``keras``, removes itself at once, and wraps the loader's
+    ``exec_module``. When the import of Keras was triggered by one of our own Keras-side
+    modules, it does nothing: that module registers everything when it finishes (importing
+    then would meet half-initialised keras-ls modules).
     """
 
     def find_spec(self, name: str, path: Any = None, target: Any = None) -> Any:
@@ -82,7 +93,8 @@ class _RegisterWhenKerasLoads(importlib.abc.MetaPathFinder):
 
         def exec_then_register(module: Any) -> None:
             exec_module(module)
-            register_serializables()
+            if not _importing_keras_ls():
+                register_serializables()
 
         loader.exec_module = exec_then_register
         return spec
@@ -90,8 +102,8 @@ class _RegisterWhenKerasLoads(importlib.abc.MetaPathFinder):
 
 if "keras" in sys.modules:  # never import Keras (and TF) ourselves here
     register_serializables()
-elif not any(isinstance(f, _RegisterWhenKerasLoads) for f in sys.meta_path):
-    sys.meta_path.insert(0, _RegisterWhenKerasLoads())
+elif not any(isinstance(f, _RegisterAfterKeras) for f in sys.meta_path):
+    sys.meta_path.insert(0, _RegisterAfterKeras())
 
 
 def __getattr__(name: str) -> Any:
@@ -99,7 +111,7 @@ def __getattr__(name: str) -> Any:
         value = getattr(importlib.import_module(_LAZY[name]), name)
         globals()[name] = value
         return value
-    if name in _SUBMODULES:
+    if name in _SUBMODULES or name in _DEPRECATED_SUBMODULES:
         return importlib.import_module(f"keras_ls.{name}")
     raise AttributeError(f"module 'keras_ls' has no attribute {name!r}")
 

@@ -1,4 +1,10 @@
-"""``SmoothingScheduler``: change the smoothing factor during ``fit``."""
+"""Callbacks that drive keras-ls losses during ``fit``: ``SmoothingScheduler`` and
+``OnlineLabelSmoothing``.
+
+Both make the loss state part of the model (``attach_state``), so that it travels through
+the compiled train step on every backend -- on JAX included, where only model state does --
+and the step is compiled once per ``fit``.
+"""
 
 from __future__ import annotations
 
@@ -7,41 +13,65 @@ from typing import Any
 
 import keras
 import numpy as np
+from keras import ops, tree
 
 from keras_ls import schedules as _schedules
-from keras_ls.losses import _collect_losses, _SmoothingLoss
+from keras_ls.losses._base import (
+    SchedulableLoss,
+    attach_state,
+    find_losses,
+    schedulable_loss_classes,
+)
+from keras_ls.losses.online import OnlineSmoothedCE, OnlineSoftTargets
+from keras_ls.smoothing import validate_factor
 
-__all__ = ["SmoothingScheduler"]
+__all__ = ["OnlineLabelSmoothing", "SmoothingScheduler"]
 
 _UPDATES = ("epoch", "batch")
 
 
+def _loss_kinds() -> str:
+    names = sorted(
+        f"{cls.__name__} ({', '.join(cls.schedulable)})" for cls in schedulable_loss_classes()
+    )
+    return "; ".join(names)
+
+
 class SmoothingScheduler(keras.callbacks.Callback):
-    """Set ``label_smoothing`` of the model's smoothed losses from a schedule.
+    """Set a schedulable hyperparameter of the model's keras-ls losses from a schedule.
 
-    Before each epoch (``update="epoch"``, step = epoch index) or each batch
-    (``update="batch"``, step = ``epoch * steps_per_epoch + batch``) the
-    callback evaluates ``schedule(step)``, checks it is finite and in [0, 1],
-    and assigns it to every ``SmoothedCE`` / ``SmoothedBCE`` found in the
-    compiled model (multi-output models included) or to the ``loss`` given.
-    The factor depends on the step alone, so a run resumed by
-    ``keras.callbacks.BackupAndRestore`` continues the schedule where it
-    stopped. The value is written to ``logs["label_smoothing"]``, so
-    ``History`` and ``TensorBoard`` record it.
+    The schedule's clock is the training itself, as for Keras learning-rate schedules: the
+    step is ``optimizer.iterations`` (``update="batch"``) or the epoch it falls in,
+    ``optimizer.iterations // steps_per_epoch`` (``update="epoch"``). A loop of
+    ``fit(epochs=1)`` calls (as in keras-io's ``addition_rnn.py``) therefore gets the same
+    factors as one ``fit(epochs=30)``, and a run resumed by
+    ``keras.callbacks.BackupAndRestore`` continues the schedule exactly. (With a dataset of
+    unknown length the first epoch's length is measured; until then the epoch index of the
+    ``fit`` call is used.)
 
-    On TF and torch the assignment reaches the already-compiled train step
-    through the loss variable (no retrace, XLA included). On JAX the jitted
-    step holds the value as a constant, so the step is re-jitted when, and
-    only when, the value changes -- prefer ``update="epoch"`` or a piecewise
-    schedule there.
+    Each value is checked (finite, in ``[0, 1]``) and assigned to every loss of the
+    compiled model (multi-output included) that declares a schedulable hyperparameter --
+    ``SmoothedCE``/``SmoothedBCE``/``SmoothedDice``/``OnlineSmoothedCE``:
+    ``label_smoothing``; ``ConfidencePenaltyCE``: ``beta`` -- or to the ``loss`` given. The
+    state is attached to the model, so the compiled step (``tf.function``, XLA,
+    ``jax.jit``, ``torch.compile``) is built once and reads each new value. The value is
+    logged under the hyperparameter's name (``logs["label_smoothing"]``), so ``History``,
+    ``CSVLogger`` and ``TensorBoard`` record it.
+
+    During the validation of ``fit``, the hyperparameter is set to ``validation_value``
+    (0 by default: ``val_loss`` is then the plain cross-entropy / NLL, comparable across
+    epochs and with a plain Keras model, as the YOLO adapter reports it) and restored
+    afterwards; ``validation_value=None`` validates with the training value.
 
     Args:
-        schedule: A ``keras_ls.schedules`` object, any Keras
-            ``LearningRateSchedule``, a callable ``step -> float``, or a number.
+        schedule: A ``keras_ls.schedules`` object, any Keras ``LearningRateSchedule``, a
+            callable ``step -> float``, or a number.
         update: ``"epoch"`` (default) or ``"batch"``.
-        loss: Optional smoothed loss (or list of them) to drive instead of
-            searching ``model.loss``.
+        loss: Optional loss (or list of losses) to drive instead of searching ``model.loss``.
         verbose: ``1`` prints the value at each epoch start.
+        hyperparameter: Which schedulable hyperparameter to drive; default: each loss's
+            first one (``label_smoothing``, or ``beta`` for ``ConfidencePenaltyCE``).
+        validation_value: The value used while ``fit`` validates, or None.
 
     Example:
 
@@ -59,6 +89,9 @@ class SmoothingScheduler(keras.callbacks.Callback):
         update: str = "epoch",
         loss: Any = None,
         verbose: int = 0,
+        *,
+        hyperparameter: str | None = None,
+        validation_value: float | None = 0.0,
     ):
         super().__init__()
         if update not in _UPDATES:
@@ -66,72 +99,262 @@ class SmoothingScheduler(keras.callbacks.Callback):
         self.schedule: Callable[[int], Any] = _schedules.get(schedule)
         self.update = update
         self.verbose = int(verbose)
-        self._given = None if loss is None else _collect_losses(loss)
+        if hyperparameter is not None and not isinstance(hyperparameter, str):
+            raise TypeError(
+                f"`hyperparameter` must be a name or None; received {hyperparameter!r}."
+            )
+        self.hyperparameter = hyperparameter
+        self.validation_value = (
+            None
+            if validation_value is None
+            else validate_factor(validation_value, "validation_value")
+        )
+        self._given = None if loss is None else find_losses(loss)
         if self._given == []:
             raise ValueError(
-                f"`loss` must be a SmoothedCE/SmoothedBCE (or a list of them); received {loss!r}."
+                "`loss` must be a keras-ls loss with a schedulable hyperparameter (or a list "
+                f"of them): {_loss_kinds()}; received {loss!r}."
             )
-        self._losses: list[_SmoothingLoss] = []
-        self._epoch = 0
+        self._targets: list[tuple[SchedulableLoss, str]] = []
+        self._epoch_start = 0  # optimizer.iterations at the current epoch's start
+        self._steps_per_epoch: int | None = None
+        self._in_fit = False
         self.value: float | None = None
 
-    # -- discovery -------------------------------------------------------------
+    # -- set-up ----------------------------------------------------------------------------
     def on_train_begin(self, logs: dict | None = None) -> None:
-        if self._given is not None:
-            self._losses = self._given
-            return
-        found = _collect_losses(getattr(self.model, "loss", None))
-        if not found:
+        losses = self._given or find_losses(getattr(self.model, "loss", None))
+        if not losses:
             raise ValueError(
-                "SmoothingScheduler found no keras-ls smoothed loss (SmoothedCE, "
-                "SmoothedBCE, ConfidencePenaltyCE, SmoothedDice, OnlineSmoothedCE) in the "
-                f"compiled model's loss ({getattr(self.model, 'loss', None)!r}); compile "
-                "with one or pass `loss=`."
+                "SmoothingScheduler found no keras-ls loss with a schedulable "
+                f"hyperparameter in the compiled model's loss "
+                f"({getattr(self.model, 'loss', None)!r}); compile with one of "
+                f"{_loss_kinds()}, or pass `loss=`."
             )
-        self._losses = found
+        self._targets = []
+        for loss in losses:
+            name = self.hyperparameter or loss.schedulable[0]
+            if name not in loss.schedulable:
+                raise ValueError(
+                    f"`hyperparameter`={name!r} is not schedulable on {type(loss).__name__} "
+                    f"{loss.name!r}; it schedules {', '.join(loss.schedulable)}."
+                )
+            self._targets.append((loss, name))
+        attach_state(self.model, [loss.hyperparameter_state for loss in losses])
+        self._in_fit = True
+        self._steps_per_epoch = (self.params or {}).get("steps") or self._steps_per_epoch
 
-    # -- assignment ------------------------------------------------------------
-    def _apply(self, step: int) -> None:
-        value = _schedules.evaluate(self.schedule, step)
-        changed = False
-        stored = float(np.float32(value))  # the variable is float32
-        for loss in self._losses:
-            if loss.label_smoothing != stored:
-                loss.label_smoothing = value
-                changed = True
-        self.value = value
-        if changed and keras.backend.backend() == "jax" and self.model is not None:
-            # JAX bakes non-model variables into the jitted step: re-jit.
-            if getattr(self.model, "train_function", None) is not None:
-                self.model.make_train_function(force=True)
-            self.model.test_function = None
+    def on_train_end(self, logs: dict | None = None) -> None:
+        self._in_fit = False
+
+    # -- the clock -------------------------------------------------------------------------
+    def _iterations(self) -> int:
+        return int(ops.convert_to_numpy(self.model.optimizer.iterations))
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
-        self._epoch = int(epoch)
-        if self.update == "epoch":
-            self._apply(self._epoch)
-            if self.verbose:
-                print(
-                    f"\nEpoch {epoch + 1}: SmoothingScheduler sets label_smoothing to "
-                    f"{self.value:.6g}."
-                )
+        self._epoch_start = self._iterations()
+        if self.update != "epoch":
+            return
+        steps = self._steps_per_epoch
+        index = self._epoch_start // steps if steps else int(epoch)
+        self._apply(index)
+        if self.verbose:
+            print(
+                f"\nEpoch {epoch + 1}: SmoothingScheduler sets {self._names()} to {self.value:.6g}."
+            )
 
     def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
-        if self.update != "batch":
-            return
-        steps = (self.params or {}).get("steps")
-        if steps:
-            step = self._epoch * int(steps) + int(batch)
-        else:  # unknown epoch length: the optimizer's global step
-            if keras.backend.backend() == "jax":
-                self.model.jax_state_sync()
-            step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
-        self._apply(step)
-
-    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
-        if logs is not None and self.value is not None:
-            logs["label_smoothing"] = self.value
+        if self.update == "batch":
+            # `batch` counts from the epoch start (per execution with steps_per_execution);
+            # no device read per batch.
+            self._apply(self._epoch_start + int(batch))
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if not self._steps_per_epoch:  # unknown length: learn it from the first epoch
+            done = self._iterations() - self._epoch_start
+            self._steps_per_epoch = done if done > 0 else None
+        self._log(logs)
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        self._log(logs)
+
+    # -- validation ------------------------------------------------------------------------
+    def on_test_begin(self, logs: dict | None = None) -> None:
+        if self._in_fit and self.validation_value is not None:
+            for loss, name in self._targets:
+                loss.hyperparameter_state.set(name, self.validation_value)
+
+    def on_test_end(self, logs: dict | None = None) -> None:
+        if self._in_fit and self.validation_value is not None and self.value is not None:
+            for loss, name in self._targets:
+                loss.hyperparameter_state.set(name, self.value)
+
+    # -- assignment ------------------------------------------------------------------------
+    def _names(self) -> str:
+        return ", ".join(dict.fromkeys(name for _, name in self._targets))
+
+    def _log(self, logs: dict | None) -> None:
         if logs is not None and self.value is not None:
-            logs["label_smoothing"] = self.value
+            for _, name in self._targets:
+                logs[name] = self.value
+
+    def _apply(self, step: int) -> None:
+        value = _schedules.evaluate(self.schedule, step)
+        if self.value is not None and np.float32(value) == np.float32(self.value):
+            self.value = value
+            return  # unchanged: nothing to write
+        self.value = value
+        for loss, name in self._targets:
+            variable = loss.hyperparameter_state.variable(name)
+            variable.assign(value)
+            _write_through_jax_state(self.model, variable)
+
+
+def _write_through_jax_state(model: keras.Model, variable: keras.Variable) -> None:
+    """Mid-epoch on JAX, put ``variable``'s new value into the state of the running loop.
+
+    Between the batches of an epoch Keras' JAX ``fit`` keeps the model state outside the
+    variables (``model._jax_state``) and feeds it to the next step; the public way to change
+    it is ``model.jax_state_sync()`` + ``assign``, which copies every model variable back and
+    forth at every batch. Only this one entry changes, so it is replaced in place (the list
+    the loop passes to its next step). If that structure is not as expected, fall back to
+    the public sync.
+    """
+    if keras.backend.backend() != "jax" or model is None:
+        return
+    state = getattr(model, "_jax_state", None)
+    if not state or getattr(model, "_jax_state_synced", True):
+        return  # the loop reads the variables themselves at its next step
+    values = state.get("metrics_variables")
+    refs = model.metrics_variables
+    index = next((i for i, v in enumerate(refs) if v is variable), None)
+    if isinstance(values, list) and len(values) == len(refs) and index is not None:
+        values[index] = variable.value
+        return
+    new = variable.value
+    model.jax_state_sync()
+    variable.assign(new)
+
+
+class OnlineLabelSmoothing(keras.callbacks.Callback):
+    """Drive online label smoothing (``keras_ls.OnlineSmoothedCE``) during ``fit``.
+
+    - at train start: finds the ``OnlineSmoothedCE`` in ``model.loss`` (or uses ``loss``),
+      attaches its state to the model (so the statistics accumulated inside the compiled
+      step are kept on every backend and saved with checkpoints) and switches collection on.
+      After ``keras.models.load_model`` of a model compiled with ``metrics=[loss.targets]``
+      (0.1 style), the loss and that metric are separate objects: the saved state is moved
+      into the compiled metric and the loss linked to it;
+    - at each epoch start: swaps in the soft labels accumulated during the previous epoch
+      (rows without a correct sample keep their value) and clears the accumulators -- at
+      the first epoch of a fresh run there is nothing accumulated and the initial matrix
+      stays;
+    - around validation: switches collection off, then on again;
+    - at train end: switches collection off (a later ``evaluate`` does not accumulate).
+
+    Swapping at epoch *start* makes resumption exact with ``keras.callbacks.BackupAndRestore``
+    (which saves the model's variables, the loss state included, at epoch end): the
+    checkpoint holds the finished epoch's accumulators, and the resumed run swaps them in
+    first.
+
+    Args:
+        loss: Optional ``OnlineSmoothedCE`` (or list) instead of searching ``model.loss``.
+        verbose: ``1`` prints how many class rows were updated at each swap.
+    """
+
+    def __init__(self, loss: Any = None, verbose: int = 0):
+        super().__init__()
+        self._given = None if loss is None else find_losses(loss, OnlineSmoothedCE)
+        if self._given == []:
+            raise ValueError(f"`loss` must be an OnlineSmoothedCE (or a list); received {loss!r}.")
+        self.verbose = int(verbose)
+        self._losses: list[OnlineSmoothedCE] = []
+        self._in_fit = False
+
+    def _set_collecting(self, value: float) -> None:
+        for loss in self._losses:
+            loss.targets.collecting.assign(value)
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        losses = self._given or find_losses(getattr(self.model, "loss", None), OnlineSmoothedCE)
+        if not losses:
+            raise ValueError(
+                "OnlineLabelSmoothing found no OnlineSmoothedCE in the compiled model's "
+                f"loss ({getattr(self.model, 'loss', None)!r}); compile with one or pass `loss=`."
+            )
+        compiled = _compiled_targets(self.model)
+        for loss in losses:
+            if any(t is loss.targets for t in compiled):
+                continue
+            same = [
+                t
+                for t in compiled
+                if t.name == loss.targets.name and t.num_classes == loss.num_classes
+            ]
+            if len(same) == 1:
+                # After load_model the loss (which carries the saved state) and the compiled
+                # metric are separate objects: move the state into the compiled metric.
+                for name in OnlineSmoothedCE.STATE:
+                    getattr(same[0], name).assign(getattr(loss.targets, name).value)
+                loss.targets = same[0]
+        attach_state(
+            self.model,
+            [m for loss in losses for m in (loss.targets, loss.hyperparameter_state)],
+        )
+        self._losses = losses
+        self._in_fit = True
+        self._set_collecting(1.0)
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        for loss in self._losses:
+            if self.verbose:
+                n = int(np.sum(ops.convert_to_numpy(loss.targets.counts.value) > 0))
+                print(
+                    f"\nEpoch {epoch + 1}: OnlineLabelSmoothing updates {n} of "
+                    f"{loss.num_classes} soft-label rows of {loss.name!r}."
+                )
+            loss.targets.swap()
+
+    def on_test_begin(self, logs: dict | None = None) -> None:
+        if self._in_fit:
+            self._set_collecting(0.0)
+
+    def on_test_end(self, logs: dict | None = None) -> None:
+        if self._in_fit:
+            self._set_collecting(1.0)
+
+    def on_train_end(self, logs: dict | None = None) -> None:
+        self._in_fit = False
+        self._set_collecting(0.0)
+
+
+def _compiled_targets(model: keras.Model) -> list[OnlineSoftTargets]:
+    """Every OnlineSoftTargets among the model's compiled (or tracked) metrics.
+
+    Keras builds its compiled-metrics container lazily (at the first traced step on a
+    single device), so the metrics as passed to ``compile`` are searched as well.
+    """
+    found: list[OnlineSoftTargets] = []
+    stack = list(model.metrics)
+    compiled = getattr(model, "_compile_metrics", None)
+    if compiled is not None:
+        for user in ("_user_metrics", "_user_weighted_metrics"):
+            stack.extend(tree.flatten(getattr(compiled, user, None) or []))
+    while stack:
+        m = stack.pop()
+        if isinstance(m, OnlineSoftTargets):
+            if all(m is not f for f in found):
+                found.append(m)
+        elif isinstance(m, keras.metrics.Metric):
+            stack.extend(getattr(m, "metrics", None) or [])
+    return found
+
+
+# Let Keras deserialize our schedules by name (schedules.py stays Keras-free).
+for _cls in _schedules.REGISTRY.values():
+    keras.saving.register_keras_serializable(package="keras_ls")(_cls)
+
+# Importing any Keras-side keras-ls module registers every keras-ls class with Keras.
+import keras_ls  # noqa: E402
+
+keras_ls.register_serializables()

@@ -181,3 +181,9 @@ class ExpectedCalibrationError(keras.metrics.Metric):
         config = super().get_config()
         config.update({"num_bins": self.num_bins, "from_logits": self.from_logits})
         return config
+
+
+# Importing any Keras-side keras-ls module registers every keras-ls class with Keras.
+import keras_ls  # noqa: E402
+
+keras_ls.register_serializables()

@@ -25,6 +25,7 @@ import numpy as np
 
 __all__ = [
     "mix",
+    "prior_for_axis",
     "smooth_labels",
     "validate_factor",
     "validate_prior",
@@ -103,7 +104,7 @@ def validate_prior(
     return arr
 
 
-def _prior_for_axis(prior: np.ndarray | None, num_classes: int, ndim: int, axis: int) -> Any:
+def prior_for_axis(prior: np.ndarray | None, num_classes: int, ndim: int, axis: int) -> Any:
     """The prior shaped to broadcast along ``axis`` (a float when uniform)."""
     if prior is None:
         return 1.0 / num_classes
@@ -138,7 +139,7 @@ def smooth_labels(
     prior_arr = validate_prior(prior, num_classes)
     if isinstance(y, (list, tuple)):
         y = np.asarray(y, dtype=np.float64)
-    p = _prior_for_axis(prior_arr, num_classes, len(shape), axis)
+    p = prior_for_axis(prior_arr, num_classes, len(shape), axis)
     if isinstance(p, np.ndarray):
         # Match the label dtype so that TF (which refuses mixed float widths)
         # and torch keep their precision.

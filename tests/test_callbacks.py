@@ -120,8 +120,11 @@ def test_errors_are_clear():
     x, y = _data()
     model = _model()
     model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    with pytest.raises(ValueError, match="found no keras-ls smoothed loss"):
+    # The message lists every loss class that declares a schedulable hyperparameter.
+    with pytest.raises(ValueError, match="found no keras-ls loss with a schedulable") as err:
         model.fit(x, y, epochs=1, verbose=0, callbacks=[SmoothingScheduler(0.1)])
+    for kind in ("SmoothedCE (label_smoothing)", "ConfidencePenaltyCE (beta)", "SmoothedDice"):
+        assert kind in str(err.value)
     model.compile("sgd", SmoothedCE(0.1, from_logits=True))
     bad = SmoothingScheduler(lambda step: 0.5 + step)
     with pytest.raises(ValueError, match="at step 1.*\\[0, 1\\]"):

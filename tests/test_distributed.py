@@ -95,9 +95,7 @@ def _run_case(case: str, keras, keras_ls, strategy=None) -> dict:
             model.set_weights(initial_weights())
             loss = eval(CASES[case])
             online = isinstance(loss, keras_ls.OnlineSmoothedCE)
-            model.compile(
-                keras.optimizers.SGD(lr), loss, metrics=[loss.targets] if online else None
-            )
+            model.compile(keras.optimizers.SGD(lr), loss)
         return model, loss, [keras_ls.OnlineLabelSmoothing()] if online else []
 
     x, y = make_data()
@@ -117,7 +115,7 @@ def _run_case(case: str, keras, keras_ls, strategy=None) -> dict:
         x, y, batch_size=B, epochs=3, shuffle=False, verbose=0, callbacks=[sched, *extra]
     )
     out["losses"] = [float(v) for v in hist.history["loss"]]
-    out["factors"] = [float(v) for v in hist.history["label_smoothing"]]
+    out["factors"] = [float(v) for v in hist.history[loss.schedulable[0]]]
     out["final"] = [w.tolist() for w in model.get_weights()]
     if extra:  # online label smoothing: the learned soft labels too
         out["final"].append(keras.ops.convert_to_numpy(loss.targets.soft_targets).tolist())
@@ -219,7 +217,7 @@ def worker_multiworker(index: int) -> dict:
     return {
         "index": index,
         "losses": [float(v) for v in hist.history["loss"]],
-        "factors": [float(v) for v in hist.history["label_smoothing"]],
+        "factors": [float(v) for v in hist.history["beta"]],
         "seen": seen,
         "final": [w.tolist() for w in model.get_weights()],
     }

@@ -18,7 +18,7 @@ import pytest
 import tensorflow as tf
 
 import keras_ls
-from keras_ls.online import MAX_CLASSES, OnlineSmoothedCE, OnlineSoftTargets
+from keras_ls.losses.online import MAX_CLASSES, OnlineSmoothedCE, OnlineSoftTargets
 
 N, F, K, BATCH, LR = 48, 5, 4, 16, 0.5
 
@@ -57,7 +57,7 @@ def np_train(x, y, w0, b0, epochs, a=0.5, s0=0.1, lr=LR):
         sums, counts = np.zeros((K, K)), np.zeros(K)
         batch_losses = []
         for s in range(0, len(x), BATCH):
-            xb, yb = x[s: s + BATCH].astype(np.float64), y[s: s + BATCH]
+            xb, yb = x[s : s + BATCH].astype(np.float64), y[s : s + BATCH]
             z = xb @ w + b
             p = np.exp(np_log_softmax(z))
             per, _ = np_online_loss(yb, z, S, a)
@@ -81,18 +81,22 @@ def data(seed=0):
     return x, y, w0, b0
 
 
-def build(w0, b0, a=0.5, s0=0.1, **kw):
+def build(w0, b0, a=0.5, s0=0.1, with_metric=False, **kw):
+    """``with_metric=True`` compiles as 0.1 required (``metrics=[loss.targets]``)."""
     model = keras.Sequential([keras.Input((F,)), keras.layers.Dense(K)])
     model.set_weights([w0, b0])
     loss = OnlineSmoothedCE(K, a, initial_smoothing=s0, from_logits=True, **kw)
-    model.compile(keras.optimizers.SGD(LR), loss, metrics=[loss.targets])
+    model.compile(keras.optimizers.SGD(LR), loss, metrics=[loss.targets] if with_metric else None)
     return model, loss
 
 
 def state(loss):
     t = loss.targets
-    return (keras.ops.convert_to_numpy(t.soft_targets), keras.ops.convert_to_numpy(t.sums),
-            keras.ops.convert_to_numpy(t.counts))
+    return (
+        keras.ops.convert_to_numpy(t.soft_targets),
+        keras.ops.convert_to_numpy(t.sums),
+        keras.ops.convert_to_numpy(t.counts),
+    )
 
 
 # -- the loss value ---------------------------------------------------------------------
@@ -139,10 +143,12 @@ def test_statistics_update_and_swap():
     labels[1, :5] = -1
     sw = rng.uniform(0.5, 2, size=(2,)).astype(np.float32)
     m = OnlineSoftTargets(K, 0.1, from_logits=True, ignore_class=-1)
-    m.update_state(labels, logits, sample_weight=sw)  # collecting is off
+    m.accumulate(labels, logits, sample_weight=sw)  # collecting is off
     assert np.all(keras.ops.convert_to_numpy(m.counts) == 0)
     m.collecting.assign(1.0)
-    m.update_state(labels, logits, sample_weight=sw)
+    m.update_state(labels, logits, sample_weight=sw)  # a no-op: the loss accumulates
+    assert np.all(keras.ops.convert_to_numpy(m.counts) == 0)
+    m.accumulate(labels, logits, sample_weight=sw)
     p = np.exp(np_log_softmax(logits))
     correct = (p.argmax(-1) == labels) & (labels != -1)
     w = correct * sw[:, None]
@@ -165,11 +171,18 @@ def test_statistics_update_and_swap():
 
 # -- training against the numpy reference -----------------------------------------------
 @pytest.mark.slow
-def test_fit_matches_numpy_reference_and_validation_does_not_leak():
+@pytest.mark.parametrize("with_metric", [False, True])
+def test_fit_matches_numpy_reference_and_validation_does_not_leak(with_metric):
+    # with_metric=True: 0.1's `metrics=[loss.targets]` still works and counts nothing twice.
     x, y, w0, b0 = data()
-    model, loss = build(w0, b0)
+    model, loss = build(w0, b0, with_metric=with_metric)
     hist = model.fit(
-        x, y, epochs=4, batch_size=BATCH, shuffle=False, verbose=0,
+        x,
+        y,
+        epochs=4,
+        batch_size=BATCH,
+        shuffle=False,
+        verbose=0,
         validation_data=(x[:16], (y[:16] + 1) % K),  # wrong labels: must not leak
         callbacks=[keras_ls.OnlineLabelSmoothing()],
     )
@@ -199,24 +212,49 @@ def test_backup_and_restore_resumes_exactly(tmp_path):
     backup = str(tmp_path / "backup")
     model, loss = build(w0, b0)
     with pytest.raises(RuntimeError, match="preempted"):
-        model.fit(x, y, epochs=4, batch_size=BATCH, shuffle=False, verbose=0, callbacks=[
-            keras.callbacks.BackupAndRestore(backup), keras_ls.OnlineLabelSmoothing(),
-            Interrupt()])
+        model.fit(
+            x,
+            y,
+            epochs=4,
+            batch_size=BATCH,
+            shuffle=False,
+            verbose=0,
+            callbacks=[
+                keras.callbacks.BackupAndRestore(backup),
+                keras_ls.OnlineLabelSmoothing(),
+                Interrupt(),
+            ],
+        )
     # a fresh process would rebuild everything: fresh model, loss, metric
     model, loss = build(np.zeros_like(w0), b0)
-    hist = model.fit(x, y, epochs=4, batch_size=BATCH, shuffle=False, verbose=0, callbacks=[
-        keras_ls.OnlineLabelSmoothing(), keras.callbacks.BackupAndRestore(backup)])
+    hist = model.fit(
+        x,
+        y,
+        epochs=4,
+        batch_size=BATCH,
+        shuffle=False,
+        verbose=0,
+        callbacks=[keras_ls.OnlineLabelSmoothing(), keras.callbacks.BackupAndRestore(backup)],
+    )
     np.testing.assert_allclose(hist.history["loss"], losses[2:], rtol=1e-4)
     np.testing.assert_allclose(model.get_weights()[0], w, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(state(loss)[0], S, rtol=1e-4, atol=1e-6)
 
 
 @pytest.mark.slow
-def test_keras_save_load_and_continue(tmp_path):
+@pytest.mark.parametrize("with_metric", [False, True])
+def test_keras_save_load_and_continue(tmp_path, with_metric):
     x, y, w0, b0 = data(2)
-    model, loss = build(w0, b0, a=0.4)
-    model.fit(x, y, epochs=2, batch_size=BATCH, shuffle=False, verbose=0,
-              callbacks=[keras_ls.OnlineLabelSmoothing()])
+    model, loss = build(w0, b0, a=0.4, with_metric=with_metric)
+    model.fit(
+        x,
+        y,
+        epochs=2,
+        batch_size=BATCH,
+        shuffle=False,
+        verbose=0,
+        callbacks=[keras_ls.OnlineLabelSmoothing()],
+    )
     path = tmp_path / "ols.keras"
     model.save(path)
     back = keras.models.load_model(path)
@@ -226,11 +264,28 @@ def test_keras_save_load_and_continue(tmp_path):
         np.testing.assert_allclose(got, want)
     # continuing after load: the callback moves the loaded state into the
     # compiled metric and links the loss to it; same result as not stopping
-    back.fit(x, y, epochs=2, batch_size=BATCH, shuffle=False, verbose=0,
-             callbacks=[keras_ls.OnlineLabelSmoothing()])
-    model.fit(x, y, epochs=2, batch_size=BATCH, shuffle=False, verbose=0,
-              callbacks=[keras_ls.OnlineLabelSmoothing()])
-    assert any(m is back.loss.targets for m in back.metrics[1].metrics)
+    back.fit(
+        x,
+        y,
+        epochs=2,
+        batch_size=BATCH,
+        shuffle=False,
+        verbose=0,
+        callbacks=[keras_ls.OnlineLabelSmoothing()],
+    )
+    model.fit(
+        x,
+        y,
+        epochs=2,
+        batch_size=BATCH,
+        shuffle=False,
+        verbose=0,
+        callbacks=[keras_ls.OnlineLabelSmoothing()],
+    )
+    if with_metric:  # the loss was re-linked to the compiled metric
+        assert any(m is back.loss.targets for m in back.metrics[1].metrics)
+    else:  # the callback made the loss's state part of the model
+        assert any(m is back.loss.targets for m in back.metrics)
     np.testing.assert_allclose(back.get_weights()[0], model.get_weights()[0], rtol=1e-5)
     np.testing.assert_allclose(state(back.loss)[0], state(loss)[0], rtol=1e-5)
 
@@ -238,9 +293,17 @@ def test_keras_save_load_and_continue(tmp_path):
 def test_scheduler_discovers_online_loss(capsys):
     x, y, w0, b0 = data(3)
     model, loss = build(w0, b0)
-    hist = model.fit(x, y, epochs=2, batch_size=BATCH, verbose=0, callbacks=[
-        keras_ls.OnlineLabelSmoothing(loss, verbose=1),
-        keras_ls.SmoothingScheduler(keras_ls.schedules.Linear(0.6, 0.2, steps=1))])
+    hist = model.fit(
+        x,
+        y,
+        epochs=2,
+        batch_size=BATCH,
+        verbose=0,
+        callbacks=[
+            keras_ls.OnlineLabelSmoothing(loss, verbose=1),
+            keras_ls.SmoothingScheduler(keras_ls.schedules.Linear(0.6, 0.2, steps=1)),
+        ],
+    )
     assert hist.history["label_smoothing"] == pytest.approx([0.6, 0.2])
     assert loss.label_smoothing == pytest.approx(0.2)
     printed = capsys.readouterr().out
@@ -272,9 +335,6 @@ def test_guard_and_errors():
     # callback misuse
     x, y, w0, b0 = data()
     model = keras.Sequential([keras.Input((F,)), keras.layers.Dense(K)])
-    model.compile("sgd", OnlineSmoothedCE(K, from_logits=True))  # metric forgotten
-    with pytest.raises(ValueError, match=r"metrics=\[loss.targets\]"):
-        model.fit(x, y, epochs=1, verbose=0, callbacks=[keras_ls.OnlineLabelSmoothing()])
     model.compile("sgd", keras_ls.SmoothedCE(from_logits=True))
     with pytest.raises(ValueError, match="no OnlineSmoothedCE"):
         model.fit(x, y, epochs=1, verbose=0, callbacks=[keras_ls.OnlineLabelSmoothing()])
@@ -321,16 +381,23 @@ BACKEND_RUN = textwrap.dedent(
         keras_ls.OnlineLabelSmoothing(), keras.callbacks.BackupAndRestore(backup)])
     out["resumed"] = {"losses": hist.history["loss"], "w": model.get_weights()[0].tolist(),
                       "S": keras.ops.convert_to_numpy(loss.targets.soft_targets).tolist()}
+    # 0.1 style, metrics=[loss.targets]: same run
+    model, loss = t.build(w0, b0, with_metric=True)
+    hist = model.fit(x, y, epochs=3, batch_size=t.BATCH, shuffle=False, verbose=0,
+                     callbacks=[keras_ls.OnlineLabelSmoothing()])
+    out["with_metric"] = {"losses": hist.history["loss"], "w": model.get_weights()[0].tolist(),
+                          "S": keras.ops.convert_to_numpy(loss.targets.soft_targets).tolist()}
     """
 )
 
 
-def check_backend_run(out: dict, resumed: dict) -> None:
+def check_backend_run(out: dict, resumed: dict, with_metric: dict) -> None:
     x, y, w0, b0 = data()
     losses, w, _, S, _, _ = np_train(x, y, w0, b0, epochs=3)
-    np.testing.assert_allclose(out["losses"], losses, rtol=1e-4)
-    np.testing.assert_allclose(out["w"], w, rtol=1e-4, atol=1e-5)
-    np.testing.assert_allclose(out["S"], S, rtol=1e-4, atol=1e-6)
+    for run in (out, with_metric):
+        np.testing.assert_allclose(run["losses"], losses, rtol=1e-4)
+        np.testing.assert_allclose(run["w"], w, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(run["S"], S, rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(resumed["losses"], losses[2:], rtol=1e-4)
     np.testing.assert_allclose(resumed["w"], w, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(resumed["S"], S, rtol=1e-4, atol=1e-6)

@@ -1,0 +1,266 @@
+"""What every keras-ls loss shares: schedulable hyperparameters held as model state.
+
+A keras-ls loss class holds configuration and its *schedulable hyperparameters*: the
+factors that may change during ``fit`` (``SmoothedCE.label_smoothing``,
+``ConfidencePenaltyCE.beta``...). The protocol is a class attribute,
+``schedulable = ("beta",)``, naming attributes declared with :class:`Hyperparameter`;
+``keras_ls.SmoothingScheduler`` drives any loss that declares one, and its messages are
+derived from it.
+
+The values live in a :class:`HyperparameterState`, a ``keras.metrics.Metric`` with one
+non-trainable float32 variable per hyperparameter (as ``keras.optimizers.Optimizer`` holds
+its learning rate in a variable with an ``assign`` setter). Why a metric: on JAX only
+model-tracked state (trainable, non-trainable, optimizer and *metric* variables) travels
+through the compiled train step, so the keras-ls callbacks attach the state to the model
+(:func:`attach_state`) and the value changes from step to step without re-jitting. On TF
+and torch the compiled step reads the variable directly. ``reset_state`` is a no-op and
+``result()`` is empty: the state is not a measurement.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import keras
+from keras import ops, tree
+
+# Keras' own helpers for the masked, weighted reduction of `Loss.__call__` (reused, see
+# SchedulableLoss.__call__); no public alias exists.
+from keras.src.backend import get_keras_mask
+from keras.src.losses.loss import reduce_weighted_values
+
+from keras_ls.smoothing import validate_factor
+
+__all__ = [
+    "Hyperparameter",
+    "HyperparameterState",
+    "SchedulableLoss",
+    "attach_state",
+    "find_losses",
+    "global_masked_mean",
+    "schedulable_loss_classes",
+]
+
+
+@keras.saving.register_keras_serializable(package="keras_ls")
+class HyperparameterState(keras.metrics.Metric):
+    """The schedulable hyperparameters of one loss, as non-trainable float32 variables.
+
+    Args:
+        values: ``{name: initial value}``; every value is a factor in ``[0, 1]``.
+        name: Metric name.
+    """
+
+    def __init__(self, values: dict[str, float] | None = None, name: str | None = None):
+        super().__init__(name=name, dtype="float32")
+        self._vars: dict[str, keras.Variable] = {}
+        for key, value in (values or {}).items():
+            value = validate_factor(value, key)
+            # Assigned from callbacks (cross-replica under tf.distribute): one value for all.
+            self._vars[key] = self.add_variable(
+                shape=(),
+                initializer=keras.initializers.Constant(value),
+                aggregation="only_first_replica",
+                name=key,
+            )
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(self._vars)
+
+    def variable(self, name: str) -> keras.Variable:
+        """The variable read by the compiled step for hyperparameter ``name``."""
+        return self._vars[name]
+
+    def get(self, name: str) -> float:
+        return float(ops.convert_to_numpy(self._vars[name].value))
+
+    def set(self, name: str, value: Any) -> None:
+        self._vars[name].assign(validate_factor(value, name))
+
+    # Not a measurement: Keras resets metrics at every epoch and `evaluate`.
+    def update_state(self, *args: Any, **kwargs: Any) -> None:
+        """No-op (the values are assigned by the loss owner or a callback)."""
+
+    def reset_state(self) -> None:
+        """No-op on purpose: the values outlive epochs and evaluations."""
+
+    def result(self) -> dict:
+        return {}
+
+    def load_own_variables(self, store: Any) -> None:
+        # Files written by keras-ls 0.1 hold no state here: keep the value from the config.
+        if len(store.keys()) == 0:
+            return
+        super().load_own_variables(store)
+
+    def get_config(self) -> dict:
+        return {"name": self.name, "values": {k: self.get(k) for k in self._vars}}
+
+
+class Hyperparameter:
+    """A loss attribute held in its :class:`HyperparameterState`.
+
+    Reads give a Python float; assignment validates (a factor in ``[0, 1]``) and ``assign``s
+    the variable, which the compiled train step reads without retracing.
+    """
+
+    def __init__(self, doc: str = ""):
+        self.__doc__ = doc
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, obj: Any, objtype: type | None = None) -> Any:
+        if obj is None:
+            return self
+        return obj.hyperparameter_state.get(self.name)
+
+    def __set__(self, obj: Any, value: Any) -> None:
+        obj.hyperparameter_state.set(self.name, value)
+
+
+class SchedulableLoss(keras.losses.Loss):
+    """Base of the keras-ls losses: configuration plus schedulable hyperparameters.
+
+    Subclasses declare ``schedulable = ("name", ...)`` (the first is the one a
+    ``SmoothingScheduler`` drives by default), each a :class:`Hyperparameter` attribute, and
+    pass the initial values to ``__init__``. ``call`` reads a value as a tensor with
+    :meth:`factor`.
+    """
+
+    schedulable: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(
+        self,
+        hyperparameters: dict[str, float],
+        *,
+        name: str,
+        reduction: str | None,
+        dtype: Any = None,
+    ):
+        super().__init__(name=name, reduction=reduction, dtype=dtype)
+        if set(hyperparameters) != set(self.schedulable):
+            raise TypeError(  # a programming error in a subclass
+                f"{type(self).__name__} declares {self.schedulable}; got {sorted(hyperparameters)}."
+            )
+        self._hyperparameters = HyperparameterState(hyperparameters, name=f"{name}_state")
+
+    @property
+    def hyperparameter_state(self) -> HyperparameterState:
+        """The metric holding the hyperparameters (what the callbacks attach to the model)."""
+        return self._hyperparameters
+
+    def factor(self, name: str, dtype: Any) -> Any:
+        """Hyperparameter ``name`` as a scalar tensor of ``dtype``, read inside the step."""
+        return ops.cast(self._hyperparameters.variable(name), dtype)
+
+    def __call__(self, y_true: Any, y_pred: Any, sample_weight: Any = None) -> Any:
+        # Keras' Loss.__call__ casts y_true to the loss dtype, which rounds integer labels
+        # above 256 under bfloat16. Same steps, with labels left as given.
+        in_mask = get_keras_mask(y_pred)
+        with keras.name_scope(self.name):
+            y_pred = ops.convert_to_tensor(y_pred, self.dtype)
+            y_true = ops.convert_to_tensor(y_true)
+            losses = self.call(y_true, y_pred)
+            out_mask = get_keras_mask(losses)
+            if out_mask is not None:
+                losses, out_mask = global_masked_mean(losses, out_mask, self.reduction)
+            if in_mask is not None and out_mask is not None:
+                mask = in_mask & out_mask
+            else:
+                mask = out_mask if out_mask is not None else in_mask
+            return reduce_weighted_values(
+                losses,
+                sample_weight=sample_weight,
+                mask=mask,
+                reduction=self.reduction,
+                dtype=self.dtype,
+            )
+
+    def get_config(self) -> dict:
+        config = super().get_config()
+        # The *current* values: a model saved mid-schedule reloads with them.
+        config.update({k: self._hyperparameters.get(k) for k in self.schedulable})
+        config["dtype"] = self._dtype_policy.name
+        return config
+
+
+def global_masked_mean(loss: Any, mask: Any, reduction: str | None) -> tuple[Any, Any]:
+    """Make a masked mean span every replica under ``tf.distribute``: ``(loss, mask)`` for Keras.
+
+    Single device (and JAX ``DataParallel``, where ``ops.sum`` already spans the global
+    batch) the Keras mask is kept and Keras divides by the valid count. With several
+    ``tf.distribute`` replicas that would divide each replica's sum by its *own* valid count
+    (then Keras scales by ``1/num_replicas``), a mean of per-replica means that differs from
+    single-device training whenever replicas hold different numbers of valid positions.
+    Instead, all-reduce the valid count and pre-scale the values by ``local_size *
+    num_replicas / global_valid``, which Keras' ``sum / local_size / num_replicas`` turns into
+    ``sum / global_valid`` on every replica -- and the summed gradients into the global mean.
+    """
+    if keras.backend.backend() != "tensorflow" or reduction not in ("sum_over_batch_size", "mean"):
+        return loss, mask
+    import tensorflow as tf
+
+    ctx = tf.distribute.get_replica_context()
+    replicas = getattr(ctx, "num_replicas_in_sync", 1)
+    if ctx is None or replicas <= 1:
+        return loss, mask
+    dtype = loss.dtype
+    local_valid = tf.reduce_sum(tf.cast(mask, dtype))
+    global_valid = ctx.all_reduce(tf.distribute.ReduceOp.SUM, local_valid)
+    local_size = tf.cast(tf.size(mask), dtype)
+    scale = tf.math.divide_no_nan(local_size * replicas, global_valid)
+    return loss * tf.stop_gradient(scale), None
+
+
+def schedulable_loss_classes() -> list[type[SchedulableLoss]]:
+    """Every loss class that declares a schedulable hyperparameter (for messages)."""
+    out, stack = [], list(SchedulableLoss.__subclasses__())
+    while stack:
+        cls = stack.pop(0)
+        if cls.schedulable and cls not in out:
+            out.append(cls)
+        stack.extend(cls.__subclasses__())
+    return out
+
+
+def find_losses(obj: Any, cls: type = SchedulableLoss) -> list:
+    """Every loss of type ``cls`` in a loss structure (single, list or dict), once each."""
+    out: list = []
+    for leaf in tree.flatten(obj) if obj is not None else []:
+        if isinstance(leaf, cls) and all(leaf is not x for x in out):
+            out.append(leaf)
+    return out
+
+
+def attach_state(model: keras.Model, metrics: list[keras.metrics.Metric]) -> bool:
+    """Make ``metrics``' variables part of ``model``'s state; True if any was added.
+
+    Keras threads a model's metric variables through its compiled train step on every
+    backend (on JAX nothing else reaches it). A metric already among the model's metrics
+    (e.g. compiled with ``metrics=[...]``) is left alone. Keras exposes no public way to add
+    a metric to a built model, so this appends to the tracked list ``model._metrics``; that
+    list is not part of the saved weights (the losses save their own state).
+    """
+    have = {id(v) for v in model.metrics_variables}
+    # Metrics given to `compile` join `model.metrics` when Keras builds them (lazily).
+    compiled = getattr(model, "_compile_metrics", None)
+    for user in ("_user_metrics", "_user_weighted_metrics"):
+        for metric in tree.flatten(getattr(compiled, user, None) or []):
+            if isinstance(metric, keras.metrics.Metric):
+                have.update(id(v) for v in metric.variables)
+    added = False
+    for metric in metrics:
+        if metric.variables and all(id(v) in have for v in metric.variables):
+            continue
+        model._metrics.append(metric)
+        have.update(id(v) for v in metric.variables)
+        added = True
+    if added and keras.backend.backend() == "jax":
+        # The jitted step was built for the old state layout (and, under a distribution,
+        # with its shardings): rebuild it once; it is traced at its first call.
+        if getattr(model, "train_function", None) is not None:
+            model.make_train_function(force=True)
+        model.test_function = None
+    return added
