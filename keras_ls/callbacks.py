@@ -17,6 +17,7 @@ from keras import ops, tree
 
 from keras_ls import schedules as _schedules
 from keras_ls.losses._base import (
+    PLAN_LENGTH,
     SchedulableLoss,
     attach_state,
     find_losses,
@@ -119,6 +120,7 @@ class SmoothingScheduler(keras.callbacks.Callback):
         self._epoch_start = 0  # optimizer.iterations at the current epoch's start
         self._steps_per_epoch: int | None = None
         self._in_fit = False
+        self._plan_start, self._plan_values = 0, []
         self.value: float | None = None
 
     # -- set-up ----------------------------------------------------------------------------
@@ -140,12 +142,28 @@ class SmoothingScheduler(keras.callbacks.Callback):
                     f"{loss.name!r}; it schedules {', '.join(loss.schedulable)}."
                 )
             self._targets.append((loss, name))
-        attach_state(self.model, [loss.hyperparameter_state for loss in losses])
+        states = [loss.hyperparameter_state for loss in losses]
+        replan = False
+        if self.update == "batch":
+            # The compiled step reads each step's value from a plan (HyperparameterState).
+            flat = tree.flatten(getattr(self.model, "loss", None) or [])
+            for loss, state in zip(losses, states):
+                replan |= not state.planned
+                state.planned = True
+                state.calls_per_step.assign(max(1, sum(leaf is loss for leaf in flat)))
+                state.counting.assign(1)
+        attach_state(self.model, states, rebuild=replan)
         self._in_fit = True
         self._steps_per_epoch = (self.params or {}).get("steps") or self._steps_per_epoch
 
     def on_train_end(self, logs: dict | None = None) -> None:
         self._in_fit = False
+        for loss, name in self._targets:
+            state = loss.hyperparameter_state
+            state.counting.assign(0)
+            state.plan_off(name)
+            if self.value is not None:
+                state.set(name, self.value)  # `loss.label_smoothing` reads the last value
 
     # -- the clock -------------------------------------------------------------------------
     def _iterations(self) -> int:
@@ -153,21 +171,31 @@ class SmoothingScheduler(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         self._epoch_start = self._iterations()
-        if self.update != "epoch":
+        if self.update == "batch":
+            for loss, _ in self._targets:
+                state = loss.hyperparameter_state
+                per_step = int(ops.convert_to_numpy(state.calls_per_step.value))
+                state.calls.assign(self._epoch_start * per_step)
+            self._plan(self._epoch_start)
             return
         steps = self._steps_per_epoch
         index = self._epoch_start // steps if steps else int(epoch)
-        self._apply(index)
+        self._set(_schedules.evaluate(self.schedule, index))
         if self.verbose:
             print(
                 f"\nEpoch {epoch + 1}: SmoothingScheduler sets {self._names()} to {self.value:.6g}."
             )
 
     def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
-        if self.update == "batch":
-            # `batch` counts from the epoch start (per execution with steps_per_execution);
-            # no device read per batch.
-            self._apply(self._epoch_start + int(batch))
+        if self.update != "batch":
+            return
+        # `batch` counts from the epoch start (per execution with steps_per_execution).
+        step = self._epoch_start + int(batch)
+        if not self._plan_start <= step < self._plan_start + len(self._plan_values):
+            if keras.backend.backend() == "jax":
+                self.model.jax_state_sync()  # mid-epoch, the state lives outside the variables
+            self._plan(step)
+        self.value = self._plan_values[step - self._plan_start]
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         if not self._steps_per_epoch:  # unknown length: learn it from the first epoch
@@ -182,12 +210,19 @@ class SmoothingScheduler(keras.callbacks.Callback):
     def on_test_begin(self, logs: dict | None = None) -> None:
         if self._in_fit and self.validation_value is not None:
             for loss, name in self._targets:
-                loss.hyperparameter_state.set(name, self.validation_value)
+                state = loss.hyperparameter_state
+                state.counting.assign(0)
+                state.plan_off(name)
+                state.set(name, self.validation_value)
 
     def on_test_end(self, logs: dict | None = None) -> None:
         if self._in_fit and self.validation_value is not None and self.value is not None:
             for loss, name in self._targets:
-                loss.hyperparameter_state.set(name, self.value)
+                state = loss.hyperparameter_state
+                state.set(name, self.value)
+                if self.update == "batch":
+                    state.counting.assign(1)
+                    state.plan_on(name)
 
     # -- assignment ------------------------------------------------------------------------
     def _names(self) -> str:
@@ -198,42 +233,20 @@ class SmoothingScheduler(keras.callbacks.Callback):
             for _, name in self._targets:
                 logs[name] = self.value
 
-    def _apply(self, step: int) -> None:
-        value = _schedules.evaluate(self.schedule, step)
-        if self.value is not None and np.float32(value) == np.float32(self.value):
-            self.value = value
-            return  # unchanged: nothing to write
+    def _set(self, value: float) -> None:
+        """One value for the coming steps (``update="epoch"``)."""
+        if self.value is None or np.float32(value) != np.float32(self.value):
+            for loss, name in self._targets:
+                loss.hyperparameter_state.set(name, value)
         self.value = value
+
+    def _plan(self, start: int) -> None:
+        """The values of steps ``start, start + 1, ...``, for the compiled step to look up."""
+        values = [_schedules.evaluate(self.schedule, start + i) for i in range(PLAN_LENGTH)]
         for loss, name in self._targets:
-            variable = loss.hyperparameter_state.variable(name)
-            variable.assign(value)
-            _write_through_jax_state(self.model, variable)
-
-
-def _write_through_jax_state(model: keras.Model, variable: keras.Variable) -> None:
-    """Mid-epoch on JAX, put ``variable``'s new value into the state of the running loop.
-
-    Between the batches of an epoch Keras' JAX ``fit`` keeps the model state outside the
-    variables (``model._jax_state``) and feeds it to the next step; the public way to change
-    it is ``model.jax_state_sync()`` + ``assign``, which copies every model variable back and
-    forth at every batch. Only this one entry changes, so it is replaced in place (the list
-    the loop passes to its next step). If that structure is not as expected, fall back to
-    the public sync.
-    """
-    if keras.backend.backend() != "jax" or model is None:
-        return
-    state = getattr(model, "_jax_state", None)
-    if not state or getattr(model, "_jax_state_synced", True):
-        return  # the loop reads the variables themselves at its next step
-    values = state.get("metrics_variables")
-    refs = model.metrics_variables
-    index = next((i for i, v in enumerate(refs) if v is variable), None)
-    if isinstance(values, list) and len(values) == len(refs) and index is not None:
-        values[index] = variable.value
-        return
-    new = variable.value
-    model.jax_state_sync()
-    variable.assign(new)
+            loss.hyperparameter_state.set_plan(name, start, values)
+        self._plan_start, self._plan_values = start, values
+        self.value = values[0]
 
 
 class OnlineLabelSmoothing(keras.callbacks.Callback):

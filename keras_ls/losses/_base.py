@@ -19,9 +19,11 @@ and torch the compiled step reads the variable directly. ``reset_state`` is a no
 
 from __future__ import annotations
 
+import functools
 from typing import Any, ClassVar
 
 import keras
+import numpy as np
 from keras import ops, tree
 
 # Keras' own helpers for the masked, weighted reduction of `Loss.__call__` (reused, see
@@ -32,6 +34,7 @@ from keras.src.losses.loss import reduce_weighted_values
 from keras_ls.smoothing import validate_factor
 
 __all__ = [
+    "PLAN_LENGTH",
     "Hyperparameter",
     "HyperparameterState",
     "SchedulableLoss",
@@ -42,9 +45,25 @@ __all__ = [
 ]
 
 
+#: Steps of a per-step schedule held on the device at once (see HyperparameterState).
+PLAN_LENGTH = 256
+
+
 @keras.saving.register_keras_serializable(package="keras_ls")
 class HyperparameterState(keras.metrics.Metric):
-    """The schedulable hyperparameters of one loss, as non-trainable float32 variables.
+    """The schedulable hyperparameters of one loss, as non-trainable variables.
+
+    Per hyperparameter ``h``: its value (float32) and a *plan*, the values of the next
+    :data:`PLAN_LENGTH` training steps, which the compiled step looks up itself. With a
+    plan the value changes at every step without any write from the host in between
+    (a per-batch schedule then costs one small write every ``PLAN_LENGTH`` steps, not one
+    per step -- on JAX each such write means copying the whole model state back and forth).
+    The step is counted by the loss: ``calls`` grows by ``counting`` (1 while ``fit`` trains,
+    0 while it validates) at every call, and a loss that serves ``calls_per_step`` outputs
+    is called that many times per step. ``keras_ls.SmoothingScheduler`` sets all of this up.
+
+    Only the values are saved (``save_own_variables``): plans and counters are rebuilt by
+    the scheduler from ``optimizer.iterations``.
 
     Args:
         values: ``{name: initial value}``; every value is a factor in ``[0, 1]``.
@@ -54,22 +73,33 @@ class HyperparameterState(keras.metrics.Metric):
     def __init__(self, values: dict[str, float] | None = None, name: str | None = None):
         super().__init__(name=name, dtype="float32")
         self._vars: dict[str, keras.Variable] = {}
+        self._plans: dict[str, tuple[keras.Variable, keras.Variable]] = {}
+        # Assigned from callbacks (cross-replica under tf.distribute): one value for all.
+        add = functools.partial(self.add_variable, shape=(), aggregation="only_first_replica")
         for key, value in (values or {}).items():
             value = validate_factor(value, key)
-            # Assigned from callbacks (cross-replica under tf.distribute): one value for all.
-            self._vars[key] = self.add_variable(
-                shape=(),
-                initializer=keras.initializers.Constant(value),
+            self._vars[key] = add(initializer=keras.initializers.Constant(value), name=key)
+        for key in self._vars:
+            table = self.add_variable(
+                shape=(PLAN_LENGTH,),
+                initializer="zeros",
                 aggregation="only_first_replica",
-                name=key,
+                name=f"{key}_plan",
             )
+            self._plans[key] = (table, add(initializer="zeros", dtype="int32", name=f"{key}_on"))
+        self.plan_start = add(initializer="zeros", dtype="int32", name="plan_start")
+        self.calls = add(initializer="zeros", dtype="int32", name="calls")
+        self.calls_per_step = add(initializer="ones", dtype="int32", name="calls_per_step")
+        self.counting = add(initializer="zeros", dtype="int32", name="counting")
+        #: Whether the compiled step reads plans (set by the scheduler before tracing).
+        self.planned = False
 
     @property
     def names(self) -> tuple[str, ...]:
         return tuple(self._vars)
 
     def variable(self, name: str) -> keras.Variable:
-        """The variable read by the compiled step for hyperparameter ``name``."""
+        """The variable holding hyperparameter ``name`` (when no plan is on)."""
         return self._vars[name]
 
     def get(self, name: str) -> float:
@@ -77,6 +107,36 @@ class HyperparameterState(keras.metrics.Metric):
 
     def set(self, name: str, value: Any) -> None:
         self._vars[name].assign(validate_factor(value, name))
+
+    def set_plan(self, name: str, start: int, values: Any) -> None:
+        """Use ``values[i]`` at step ``start + i`` (a step past the end keeps the last)."""
+        table, on = self._plans[name]
+        values = np.asarray(values, dtype=np.float32)[:PLAN_LENGTH]
+        table.assign(np.pad(values, (0, PLAN_LENGTH - len(values)), mode="edge"))
+        self.plan_start.assign(int(start))
+        on.assign(1)
+
+    def plan_off(self, name: str) -> None:
+        """Use the plain value of ``name`` (e.g. while validating); the plan is kept."""
+        self._plans[name][1].assign(0)
+
+    def plan_on(self, name: str) -> None:
+        self._plans[name][1].assign(1)
+
+    def read(self, name: str) -> Any:
+        """The value for this step, inside the compiled step."""
+        value = self._vars[name].value
+        if not self.planned:
+            return value
+        table, on = self._plans[name]
+        step = ops.floor_divide(self.calls.value, ops.maximum(self.calls_per_step.value, 1))
+        index = ops.clip(step - self.plan_start.value, 0, PLAN_LENGTH - 1)
+        return ops.where(ops.greater(on.value, 0), ops.take(table.value, index), value)
+
+    def count_call(self) -> None:
+        """One more loss call inside the step (only counts while ``counting`` is 1)."""
+        if self.planned:
+            self.calls.assign_add(self.counting.value)
 
     # Not a measurement: Keras resets metrics at every epoch and `evaluate`.
     def update_state(self, *args: Any, **kwargs: Any) -> None:
@@ -88,11 +148,15 @@ class HyperparameterState(keras.metrics.Metric):
     def result(self) -> dict:
         return {}
 
+    def save_own_variables(self, store: Any) -> None:
+        for i, var in enumerate(self._vars.values()):
+            store[str(i)] = ops.convert_to_numpy(var.value)
+
     def load_own_variables(self, store: Any) -> None:
         # Files written by keras-ls 0.1 hold no state here: keep the value from the config.
-        if len(store.keys()) == 0:
-            return
-        super().load_own_variables(store)
+        for i, var in enumerate(self._vars.values()):
+            if str(i) in store:
+                var.assign(np.asarray(store[str(i)]))
 
     def get_config(self) -> dict:
         return {"name": self.name, "values": {k: self.get(k) for k in self._vars}}
@@ -153,7 +217,7 @@ class SchedulableLoss(keras.losses.Loss):
 
     def factor(self, name: str, dtype: Any) -> Any:
         """Hyperparameter ``name`` as a scalar tensor of ``dtype``, read inside the step."""
-        return ops.cast(self._hyperparameters.variable(name), dtype)
+        return ops.cast(self._hyperparameters.read(name), dtype)
 
     def __call__(self, y_true: Any, y_pred: Any, sample_weight: Any = None) -> Any:
         # Keras' Loss.__call__ casts y_true to the loss dtype, which rounds integer labels
@@ -163,6 +227,7 @@ class SchedulableLoss(keras.losses.Loss):
             y_pred = ops.convert_to_tensor(y_pred, self.dtype)
             y_true = ops.convert_to_tensor(y_true)
             losses = self.call(y_true, y_pred)
+            self._hyperparameters.count_call()
             out_mask = get_keras_mask(losses)
             if out_mask is not None:
                 losses, out_mask = global_masked_mean(losses, out_mask, self.reduction)
@@ -234,8 +299,13 @@ def find_losses(obj: Any, cls: type = SchedulableLoss) -> list:
     return out
 
 
-def attach_state(model: keras.Model, metrics: list[keras.metrics.Metric]) -> bool:
+def attach_state(
+    model: keras.Model, metrics: list[keras.metrics.Metric], rebuild: bool = False
+) -> bool:
     """Make ``metrics``' variables part of ``model``'s state; True if any was added.
+
+    ``rebuild=True`` also drops the compiled train/test steps (their next call traces
+    them again), for a loss whose step now reads its state differently.
 
     Keras threads a model's metric variables through its compiled train step on every
     backend (on JAX nothing else reaches it). A metric already among the model's metrics
@@ -257,9 +327,9 @@ def attach_state(model: keras.Model, metrics: list[keras.metrics.Metric]) -> boo
         model._metrics.append(metric)
         have.update(id(v) for v in metric.variables)
         added = True
-    if added and keras.backend.backend() == "jax":
-        # The jitted step was built for the old state layout (and, under a distribution,
-        # with its shardings): rebuild it once; it is traced at its first call.
+    if rebuild or (added and keras.backend.backend() == "jax"):
+        # A JAX step was built for the old state layout (and, under a distribution, with
+        # its shardings): rebuild it once; it is traced at its first call.
         if getattr(model, "train_function", None) is not None:
             model.make_train_function(force=True)
         model.test_function = None
