@@ -114,7 +114,7 @@ def test_per_batch_schedule_compiles_once_and_is_followed(backend):
     yv = (y[:16] + 1) % K
     factors = [SCHEDULE(s) for s in range(STEPS * EPOCHS)]
     # jit_compile=False on JAX and torch is op-by-op execution: nothing to compile once.
-    for jit in ([False, True] if backend == "tensorflow" else [True]):
+    for jit in [False, True] if backend == "tensorflow" else [True]:
         run, plain = out[f"batch_{jit}"], out[f"plain_{jit}"]
         z = np.asarray(run["logits"])  # lr = 0: the logits of every step
         per_batch = [

@@ -278,7 +278,7 @@ def _raise_if_invalid(y_true: Any, ok: Any, num_classes: Any, ignore_class: int 
     ok = np.asarray(ops.convert_to_numpy(ok))
     values = np.asarray(ops.convert_to_numpy(y_true))
     first = tuple(int(i) for i in np.argwhere(~ok)[0])
-    bad = values[first]
+    bad = values[first].item()
     what = f"[0, {num_classes})" + ("" if ignore_class is None else f" or {ignore_class}")
     raise ValueError(
         f"`y_true` holds label {bad!r} at index {first}, outside {what} "
