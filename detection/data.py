@@ -222,19 +222,33 @@ def _resolve_classes(wanted: list[str], names: list[str]) -> dict[int, int]:
     return {lookup[c]: i for i, c in enumerate(wanted)}
 
 
-def _from_yaml(src: Path) -> tuple[list[str], dict[str, list[Pair]]]:
-    """Class names and the (image, label file) pairs of the train and val splits."""
-    cfg, root = load_data_yaml(src)
+def _read_splits(
+    data: Path, key: str, splits: Sequence[str] = ("train", "val")
+) -> tuple[list[str], dict[str, list[Path]]]:
+    """Class names and the images of each of ``splits`` a data.yaml lists.
+
+    A listed split whose images are not found is an error naming the argument ``key``.
+    """
+    cfg, root = load_data_yaml(data)
     names = cfg.get("names") or [f"class_{i}" for i in range(int(cfg["nc"]))]
-    splits = {}
-    for split in ("train", "val"):
+    found = {}
+    for split in splits:
+        if not cfg.get(split):  # only `test` may be absent (load_data_yaml checks the rest)
+            continue
         images = _split_images(root, cfg[split])
         if images is None:
             raise FileNotFoundError(
-                f"`src` {str(src)!r}: {split} images {cfg[split]!r} not found under {str(root)!r}."
+                f"`{key}` {str(data)!r}: {split} images {cfg[split]!r} not found under "
+                f"{str(root)!r}."
             )
-        splits[split] = [(img, _label_path(img)) for img in images]
-    return names, splits
+        found[split] = images
+    return names, found
+
+
+def _from_yaml(src: Path) -> tuple[list[str], dict[str, list[Pair]]]:
+    """Class names and the (image, label file) pairs of the train and val splits."""
+    names, splits = _read_splits(src, "src")
+    return names, {s: [(img, _label_path(img)) for img in imgs] for s, imgs in splits.items()}
 
 
 def _from_coco_json(src: Path, images: Any, val_fraction: float, seed: int):
@@ -492,7 +506,8 @@ class SplitSummary:
     Args:
         images: number of images.
         background: how many of them have no label row.
-        rows: label rows (boxes) per class name, in class-id order.
+        rows: label rows (boxes) per class name, in class-id order (ids that have
+            no name, as ``"<id 7>"``, after them).
     """
 
     images: int
@@ -536,18 +551,9 @@ def summarize_dataset(data: str | os.PathLike) -> DatasetSummary:
     print(summarize_dataset(make_subset("coco128/data.yaml", "dog", "dogs")))
     ```
     """
-    cfg, root = load_data_yaml(data)
-    names = cfg.get("names") or [f"class_{i}" for i in range(int(cfg["nc"]))]
+    names, found = _read_splits(Path(data), "data", ("train", "val", "test"))
     splits = {}
-    for split in ("train", "val", "test"):
-        if not cfg.get(split):
-            continue
-        images = _split_images(root, cfg[split])
-        if images is None:
-            raise FileNotFoundError(
-                f"`data` {str(data)!r}: {split} images {cfg[split]!r} not found under "
-                f"{str(root)!r}."
-            )
+    for split, images in found.items():
         counts: Counter[int] = Counter()
         background = 0
         for img in images:
@@ -556,5 +562,9 @@ def summarize_dataset(data: str | os.PathLike) -> DatasetSummary:
             background += not ids
             counts.update(ids)
         rows = {name: counts[i] for i, name in enumerate(names)}
+        # Ids without a name (a broken dataset) are counted too, not dropped.
+        rows.update(
+            {f"<id {i}>": n for i, n in sorted(counts.items()) if i not in range(len(names))}
+        )
         splits[split] = SplitSummary(len(images), background, rows)
     return DatasetSummary(Path(data), splits)

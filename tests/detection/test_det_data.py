@@ -187,6 +187,24 @@ def test_subset_summary_is_what_was_written(coco128, tmp_path):
     )
 
 
+def test_summary_counts_ids_without_a_name_and_background(tmp_path, coco128):
+    ds = tmp_path / "ds"
+    (ds / "images" / "train").mkdir(parents=True)
+    (ds / "labels" / "train").mkdir(parents=True)
+    jpg = (coco128 / "images" / "train2017" / "000000000009.jpg").read_bytes()
+    for name, rows in (
+        ("a", "0 0.5 0.5 0.1 0.1\n7 0.5 0.5 0.2 0.2\n0 0.2 0.2 0.1 0.1\n"),
+        ("b", ""),
+    ):
+        (ds / "images" / "train" / f"{name}.jpg").write_bytes(jpg)
+        (ds / "labels" / "train" / f"{name}.txt").write_text(rows)
+    (ds / "data.yaml").write_text("train: images/train\nval: images/train\nnames: [a]\n")
+    summary = summarize_dataset(ds / "data.yaml")
+    assert list(summary.splits) == ["train", "val"]  # no `test` key: no test split
+    assert summary.splits["train"] == SplitSummary(2, 1, {"a": 2, "<id 7>": 1})
+    assert "  train: 2 images (1 background); label rows: a 2, <id 7> 1" in str(summary)
+
+
 def test_check_detection_data_errors(tmp_path, coco128):
     with pytest.raises(FileNotFoundError, match="`data` file not found"):
         check_detection_data(tmp_path / "nope.yaml")
