@@ -5,7 +5,9 @@ malformed ``data.yaml`` or an empty label set fails with a clear message
 instead of deep inside Ultralytics. :func:`make_subset` writes a YOLO-format
 dataset with chosen classes (contiguous ids in the order given), their names
 and a ``data.yaml``, from a YOLO ``data.yaml`` or a COCO instances JSON
-(converted with ``ultralytics.data.converter.convert_coco``).
+(converted with ``ultralytics.data.converter.convert_coco``), as a pipeline of
+small steps. :func:`summarize_dataset` counts what a dataset holds (images,
+background images, label rows per class): the subset CLI prints it.
 """
 
 from __future__ import annotations
