@@ -36,6 +36,9 @@ def default_data() -> Path:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    sys.path.insert(0, str(REPO))
+    from detection.config import MODES  # light: neither torch nor Ultralytics
+
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", default=str(default_data()), help="YOLO data.yaml")
     p.add_argument("--model", default="yolo11n.yaml", help="model config (built from scratch)")
@@ -45,7 +48,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=5, help="untimed iterations first")
     p.add_argument("--device", default="cpu", help="cpu, or a CUDA index such as 0")
     p.add_argument("--label-smoothing", type=float, default=0.1)
-    p.add_argument("--mode", default="uniform", choices=("uniform", "yolov5"))
+    p.add_argument("--mode", default="uniform", choices=MODES)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", default=None, help="also write the results here")
     return p.parse_args(argv)
@@ -53,7 +56,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
-    sys.path.insert(0, str(REPO))
     import detection
 
     detection.offline()

@@ -11,44 +11,67 @@ Quick start::
                                label_smoothing=0.1, label_smoothing_schedule="cosine",
                                label_smoothing_final=0.0, epochs=3, imgsz=320, device="cpu")
 
-CLI: ``python -m detection train key=value ...`` and ``python -m detection subset ...``.
-Set ``KERAS_LS_OFFLINE=1`` to call :func:`offline` on ``import detection``.
+CLI: ``python -m detection train key=value ...`` and ``python -m detection subset ...``
+(``--help`` on each). Set ``KERAS_LS_OFFLINE=1`` to call :func:`offline` on
+``import detection``.
 
-Heavy names are imported lazily: ``import detection`` loads neither Ultralytics
-(so :func:`offline` can run before it) nor TensorFlow/Keras (never, on this path).
+Exported: the five trainers; :func:`offline`; :func:`make_subset`;
+:class:`SmoothingConfig` (the four keys, validated, and the factor per epoch);
+:func:`patch_detection_criterion` and :func:`smooth_class_targets` for custom
+training loops. Helpers live in their modules (``detection.data``,
+``detection.offline``, ``detection.targets``, ``detection.config``).
+
+Names are imported lazily: ``import detection`` loads neither Ultralytics (so
+:func:`offline` can run before it) nor torch, and never TensorFlow/Keras.
+Without the ``detection`` extra, a name that needs it raises an ``ImportError``
+that says ``pip install "keras-ls[detection]"``.
 """
 
 from __future__ import annotations
 
-import importlib
 import os
+import warnings
 from typing import Any
+
+from detection._extra import import_extra
 
 _LAZY = {
     "SmoothedDetectionTrainer": "detection.trainer",
-    "SmoothedClassificationTrainer": "detection.trainer",
     "SmoothedSegmentationTrainer": "detection.trainer",
     "SmoothedPoseTrainer": "detection.trainer",
     "SmoothedOBBTrainer": "detection.trainer",
+    "SmoothedClassificationTrainer": "detection.trainer",
     "offline": "detection.offline",
+    "make_subset": "detection.data",
+    "SmoothingConfig": "detection.config",
+    "patch_detection_criterion": "detection.targets",
+    "smooth_class_targets": "detection.targets",
+}
+# Exported by 0.1.0, no longer at the top level: still served (with a warning) for one
+# release, from the module that owns them.
+_MOVED = {
     "is_offline": "detection.offline",
     "resolve_model": "detection.offline",
-    "make_subset": "detection.data",
     "check_detection_data": "detection.data",
-    "SmoothingConfig": "detection.config",
-    "smooth_class_targets": "detection.targets",
-    "patch_detection_criterion": "detection.targets",
     "SmoothedBCEWithLogits": "detection.targets",
     "SmoothedClassificationLoss": "detection.targets",
-    "MODES": "detection.targets",
+    "MODES": "detection.config",
 }
 
 __all__ = sorted(_LAZY)
 
 
 def __getattr__(name: str) -> Any:
+    if name in _MOVED:
+        warnings.warn(
+            f"`detection.{name}` is no longer exported; import it from {_MOVED[name]} "
+            f"(`from {_MOVED[name]} import {name}`).",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return getattr(import_extra(_MOVED[name], f"detection.{name}"), name)
     if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
+        value = getattr(import_extra(_LAZY[name], f"detection.{name}"), name)
         globals()[name] = value
         return value
     raise AttributeError(f"module 'detection' has no attribute {name!r}")
@@ -59,4 +82,4 @@ def __dir__() -> list[str]:
 
 
 if os.environ.get("KERAS_LS_OFFLINE", "").strip().lower() in ("1", "true", "yes"):
-    importlib.import_module("detection.offline").offline()
+    __getattr__("offline")()

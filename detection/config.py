@@ -1,60 +1,107 @@
-"""The four training keys the smoothed trainers add, parsed and validated.
+"""The four training keys the smoothed trainers add: the one place they are validated.
 
 ``label_smoothing`` (start value), ``label_smoothing_mode`` (``uniform`` |
-``yolov5``), ``label_smoothing_schedule`` (``constant`` | ``linear`` |
-``cosine`` | ``step``) and ``label_smoothing_final`` (the value at the last
-epoch). No Ultralytics import: errors surface before any training starts.
+``yolov5``), ``label_smoothing_schedule`` (a start→end name of
+:mod:`keras_ls.schedules`: ``constant`` | ``linear`` | ``cosine`` |
+``piecewise``, alias ``step``) and ``label_smoothing_final`` (the value at the
+last epoch). Every way in -- trainer overrides, the CLI, a checkpoint being
+resumed, :func:`detection.patch_detection_criterion` -- goes through
+:class:`SmoothingConfig`; the layers below (``targets.py``) take its values as
+they are.
+
+Imports neither torch nor Ultralytics (nor TensorFlow/Keras), so bad settings
+fail before anything heavy is loaded and before any run folder is created.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from detection.targets import check_mode
-from keras_ls.schedules import SCHEDULE_NAMES, evaluate, from_name
+from keras_ls.schedules import START_END_NAMES, canonical_name, evaluate, from_name
 from keras_ls.smoothing import validate_factor
 
-__all__ = ["KEYS", "SmoothingConfig", "pop_config"]
+__all__ = ["KEYS", "MODES", "SmoothingConfig", "pop_config"]
 
-KEYS = (
-    "label_smoothing",
-    "label_smoothing_mode",
-    "label_smoothing_schedule",
-    "label_smoothing_final",
-)
+#: Detection smoothing modes: the prior a foreground row of score ``s`` is mixed with
+#: (``targets.smooth_class_targets`` has the formulas).
+MODES = ("uniform", "yolov5")
 
-DEFAULT_FACTOR = 0.1
+
+def _one_of(key: str, value: Any, accepted: tuple[str, ...], canonical=None) -> str:
+    """``value`` lower-cased if it (or its ``canonical`` name) is in ``accepted``."""
+    text = value.lower() if isinstance(value, str) else None
+    try:
+        name = canonical(text) if canonical is not None and text is not None else text
+    except ValueError:  # canonical_name: not a schedule at all
+        name = None
+    if name not in accepted:
+        raise ValueError(f"`{key}` must be one of {', '.join(accepted)}; received {value!r}.")
+    return text
 
 
 @dataclass(frozen=True)
 class SmoothingConfig:
-    """Validated smoothing settings; :meth:`factor` gives the value at an epoch."""
+    """Validated smoothing settings; :meth:`factor` gives the value at an epoch.
 
-    label_smoothing: float = DEFAULT_FACTOR
-    label_smoothing_mode: str = "uniform"
-    label_smoothing_schedule: str = "constant"
-    label_smoothing_final: float | None = None
+    The fields are the four training keys, with their defaults; ``help`` in each
+    field's metadata is what ``python -m detection train --help`` prints.
+
+    Args:
+        label_smoothing: factor ``a`` in [0, 1] at the first epoch.
+        label_smoothing_mode: ``uniform`` or ``yolov5``.
+        label_smoothing_schedule: how ``a`` moves from ``label_smoothing`` to
+            ``label_smoothing_final`` over the epochs. Stored as given
+            (lower-cased), so ``step`` stays ``step`` in ``args.yaml`` and in
+            checkpoints.
+        label_smoothing_final: ``a`` at the last epoch; None means ``label_smoothing``.
+
+    Example:
+
+    >>> SmoothingConfig(0.2, "uniform", "linear", 0.0).factor(epoch=1, epochs=3)
+    0.1
+    """
+
+    label_smoothing: float = field(
+        default=0.1, metadata={"help": "smoothing factor a in [0, 1] at the first epoch"}
+    )
+    label_smoothing_mode: str = field(
+        default="uniform",
+        metadata={
+            "help": "uniform: mix each foreground row toward score/nc (keeps the row total); "
+            "yolov5: toward score/2 (the old YOLOv5 smooth_bce). Classification: uniform only"
+        },
+    )
+    label_smoothing_schedule: str = field(
+        default="constant",
+        metadata={
+            "help": f"{' | '.join(START_END_NAMES)}: how a moves from label_smoothing to "
+            "label_smoothing_final, evaluated once per epoch (piecewise/step: the start value "
+            "for the first half of the epochs, then the final one)"
+        },
+    )
+    label_smoothing_final: float | None = field(
+        default=None,
+        metadata={"help": "a at the last epoch; none: equal to label_smoothing"},
+    )
 
     def __post_init__(self) -> None:
         start = validate_factor(self.label_smoothing, "label_smoothing")
-        mode = check_mode(self.label_smoothing_mode)
-        sched = self.label_smoothing_schedule
-        if not isinstance(sched, str) or sched.lower() not in SCHEDULE_NAMES:
-            raise ValueError(
-                f"`label_smoothing_schedule` must be one of {', '.join(SCHEDULE_NAMES)}; "
-                f"received {sched!r}."
-            )
-        sched = sched.lower()
-        final = self.label_smoothing_final
-        if final is None:
-            final = start
+        mode = _one_of("label_smoothing_mode", self.label_smoothing_mode, MODES)
+        sched = _one_of(
+            "label_smoothing_schedule",
+            self.label_smoothing_schedule,
+            START_END_NAMES,
+            canonical_name,  # aliases of keras_ls.schedules (e.g. step -> piecewise)
+        )
+        final = start if self.label_smoothing_final is None else self.label_smoothing_final
         final = validate_factor(final, "label_smoothing_final")
-        if sched == "constant" and final != start:
+        if canonical_name(sched) == "constant" and final != start:
+            others = ", ".join(n for n in START_END_NAMES if n != "constant")
             raise ValueError(
                 f"`label_smoothing_final={final}` differs from `label_smoothing={start}` but "
-                "`label_smoothing_schedule='constant'`; choose linear, cosine or step to "
+                f"`label_smoothing_schedule='constant'`; choose one of {others} to "
                 "change the factor during training."
             )
         object.__setattr__(self, "label_smoothing", start)
@@ -79,8 +126,12 @@ class SmoothingConfig:
         return asdict(self)
 
 
+#: The four training keys, in order (the fields of :class:`SmoothingConfig`).
+KEYS = tuple(f.name for f in fields(SmoothingConfig))
+
+
 def _coerce(key: str, value: Any) -> Any:
-    # CLI / YAML strings: numbers for the factors, plain strings otherwise.
+    # Strings from a YAML cfg or a Python caller: numbers for the factors, as is otherwise.
     if key in ("label_smoothing", "label_smoothing_final") and isinstance(value, str):
         text = value.strip()
         if text.lower() in ("", "none", "null") and key == "label_smoothing_final":
@@ -102,7 +153,7 @@ def pop_config(*sources: dict | None) -> SmoothingConfig:
 
     Ultralytics' ``get_cfg`` rejects unknown keys and silently drops
     ``label_smoothing``, so they must leave the overrides before the base
-    trainer sees them.
+    trainer sees them. A key given as None keeps its default.
     """
     found: dict[str, Any] = {}
     for src in sources:

@@ -5,7 +5,9 @@ malformed ``data.yaml`` or an empty label set fails with a clear message
 instead of deep inside Ultralytics. :func:`make_subset` writes a YOLO-format
 dataset with chosen classes (contiguous ids in the order given), their names
 and a ``data.yaml``, from a YOLO ``data.yaml`` or a COCO instances JSON
-(converted with ``ultralytics.data.converter.convert_coco``).
+(converted with ``ultralytics.data.converter.convert_coco``), as a pipeline of
+small steps. :func:`summarize_dataset` counts what a dataset holds (images,
+background images, label rows per class): the subset CLI prints it.
 """
 
 from __future__ import annotations
@@ -16,13 +18,25 @@ import os
 import random
 import shutil
 import tempfile
+from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-__all__ = ["check_detection_data", "load_data_yaml", "make_subset", "IMG_SUFFIXES"]
+from detection._extra import import_extra
+
+__all__ = [
+    "check_detection_data",
+    "load_data_yaml",
+    "make_subset",
+    "summarize_dataset",
+    "DatasetSummary",
+    "SplitSummary",
+    "IMG_SUFFIXES",
+]
 
 # Same set as ultralytics.data.utils.IMG_FORMATS (kept here to avoid importing it for a check).
 IMG_SUFFIXES = {
@@ -171,8 +185,14 @@ def check_detection_data(data: Any) -> None:
 
 # --------------------------------------------------------------------------- subsets
 
+#: One source image and its YOLO label file (None: no labels).
+Pair = tuple[Path, "Path | None"]
+#: One chosen image and its label rows, class ids already remapped.
+Chosen = tuple[Path, list[str]]
+
 
 def _parse_classes(classes: Any) -> list[str]:
+    """``"a,b"`` or ``["a", "b"]`` -> ``["a", "b"]``; empty or repeated names are errors."""
     if isinstance(classes, str):
         classes = [c for c in (x.strip() for x in classes.split(",")) if c]
     if not isinstance(classes, (list, tuple)) or not classes:
@@ -204,23 +224,40 @@ def _resolve_classes(wanted: list[str], names: list[str]) -> dict[int, int]:
     return {lookup[c]: i for i, c in enumerate(wanted)}
 
 
-def _from_yaml(src: Path) -> tuple[list[str], dict[str, list[tuple[Path, Path | None]]]]:
-    cfg, root = load_data_yaml(src)
+def _read_splits(
+    data: Path, key: str, splits: Sequence[str] = ("train", "val")
+) -> tuple[list[str], dict[str, list[Path]]]:
+    """Class names and the images of each of ``splits`` a data.yaml lists.
+
+    A listed split whose images are not found is an error naming the argument ``key``.
+    """
+    cfg, root = load_data_yaml(data)
     names = cfg.get("names") or [f"class_{i}" for i in range(int(cfg["nc"]))]
-    splits = {}
-    for split in ("train", "val"):
+    found = {}
+    for split in splits:
+        if not cfg.get(split):  # only `test` may be absent (load_data_yaml checks the rest)
+            continue
         images = _split_images(root, cfg[split])
         if images is None:
             raise FileNotFoundError(
-                f"`src` {str(src)!r}: {split} images {cfg[split]!r} not found under {str(root)!r}."
+                f"`{key}` {str(data)!r}: {split} images {cfg[split]!r} not found under "
+                f"{str(root)!r}."
             )
-        splits[split] = [(img, _label_path(img)) for img in images]
-    return names, splits
+        found[split] = images
+    return names, found
+
+
+def _from_yaml(src: Path) -> tuple[list[str], dict[str, list[Pair]]]:
+    """Class names and the (image, label file) pairs of the train and val splits."""
+    names, splits = _read_splits(src, "src")
+    return names, {s: [(img, _label_path(img)) for img in imgs] for s, imgs in splits.items()}
 
 
 def _from_coco_json(src: Path, images: Any, val_fraction: float, seed: int):
     """Convert one COCO instances JSON with Ultralytics' convert_coco; split train/val."""
-    from ultralytics.data.converter import convert_coco
+    convert_coco = import_extra(
+        "ultralytics.data.converter", "make_subset(src=<COCO JSON>)"
+    ).convert_coco
 
     with open(src, encoding="utf-8") as f:
         coco = json.load(f)
@@ -266,9 +303,145 @@ def _from_coco_json(src: Path, images: Any, val_fraction: float, seed: int):
 
 
 def _read_rows(label: Path | None) -> list[list[str]]:
+    """The whitespace-split rows of a YOLO label file (none if it is missing)."""
     if label is None or not label.is_file():
         return []
     return [ln.split() for ln in label.read_text(encoding="utf-8").splitlines() if ln.strip()]
+
+
+def _class_id(row: list[str], label: Path | None) -> int:
+    try:
+        return int(float(row[0]))
+    except (ValueError, IndexError):
+        raise ValueError(f"Malformed label row {' '.join(row)!r} in {str(label)!r}.") from None
+
+
+def _check_subset_args(classes: Any, max_images: Any, val_fraction: Any) -> list[str]:
+    """Step 0: the arguments that need no file; returns the class names wanted."""
+    wanted = _parse_classes(classes)
+    if max_images is not None and (
+        isinstance(max_images, bool) or not isinstance(max_images, int) or max_images < 1
+    ):
+        raise ValueError(
+            f"`max_images` must be a positive integer or None; received {max_images!r}."
+        )
+    if not isinstance(val_fraction, (int, float)) or not 0 < val_fraction < 1:
+        raise ValueError(f"`val_fraction` must be in (0, 1); received {val_fraction!r}.")
+    return wanted
+
+
+def _clear_out(out: Path, overwrite: bool) -> None:
+    """Step 1: ``out`` must be absent or empty, unless ``overwrite`` (then it is removed)."""
+    if out.exists() and any(out.iterdir()):
+        if not overwrite:
+            raise FileExistsError(
+                f"`out` {str(out)!r} exists and is not empty; pass overwrite=True."
+            )
+        shutil.rmtree(out)
+
+
+def _read_source(
+    src: Path, images: Any, val_fraction: float, seed: int
+) -> tuple[list[str], dict[str, list[Pair]], Path | None]:
+    """Step 2: class names and per-split (image, label) pairs of a data.yaml or COCO JSON.
+
+    Returns ``(names, splits, tmp)``; ``tmp`` is the folder of labels converted
+    from a COCO JSON (None for a data.yaml), for the caller to remove.
+    """
+    if src.suffix.lower() == ".json":
+        if not src.is_file():
+            raise FileNotFoundError(f"`src` COCO JSON not found: {str(src)!r}.")
+        return _from_coco_json(src, images, val_fraction, seed)
+    if src.suffix.lower() in (".yaml", ".yml"):
+        return (*_from_yaml(src), None)
+    raise ValueError(f"`src` must be a data.yaml or a COCO instances .json; received {str(src)!r}.")
+
+
+def _remap_split(pairs: list[Pair], remap: dict[int, int]) -> tuple[list[Chosen], list[Chosen]]:
+    """Step 3: keep each image's rows of the chosen classes, with new ids.
+
+    Returns ``(kept, background)``: images with at least one such row, and the others.
+    """
+    kept, background = [], []
+    for img, lbl in pairs:
+        rows = []
+        for r in _read_rows(lbl):
+            cid = _class_id(r, lbl)
+            if cid in remap:
+                rows.append(" ".join([str(remap[cid]), *r[1:]]))
+        (kept if rows else background).append((img, rows))
+    return kept, background
+
+
+def _sample(pool: list[Chosen], max_images: int | None, seed: int, split: str) -> list[Chosen]:
+    """Step 4: at most ``max_images`` images, a seeded pick; sorted by path either way."""
+    pool = sorted(pool, key=lambda x: str(x[0]))
+    if max_images is not None and len(pool) > max_images:
+        pool = random.Random(f"{seed}:{split}").sample(pool, max_images)
+        pool.sort(key=lambda x: str(x[0]))
+    return pool
+
+
+def _choose(
+    src: Path,
+    splits: dict[str, list[Pair]],
+    remap: dict[int, int],
+    wanted: list[str],
+    keep_background: bool,
+    max_images: int | None,
+    seed: int,
+) -> dict[str, list[Chosen]]:
+    """Steps 3 and 4 for every split; an empty train label set or split is an error."""
+    chosen = {}
+    for split, pairs in splits.items():
+        kept, background = _remap_split(pairs, remap)
+        if split == "train" and not kept:
+            raise ValueError(
+                f"Empty label set: no train image in {str(src)!r} contains any of {wanted}."
+            )
+        pool = _sample(kept + (background if keep_background else []), max_images, seed, split)
+        if not pool:
+            raise ValueError(
+                f"The {split} split would be empty: no image contains any of {wanted}."
+            )
+        chosen[split] = pool
+    return chosen
+
+
+def _write_split(out: Path, split: str, pool: list[Chosen]) -> None:
+    """Step 5: copy the images to ``out/images/<split>``, rows to ``out/labels/<split>``."""
+    (out / "images" / split).mkdir(parents=True, exist_ok=True)
+    (out / "labels" / split).mkdir(parents=True, exist_ok=True)
+    used: set[str] = set()
+    for img, rows in pool:
+        name = img.name
+        while name in used:  # same file name from nested source dirs
+            name = f"_{name}"
+        used.add(name)
+        shutil.copyfile(img, out / "images" / split / name)
+        text = "".join(r + "\n" for r in rows)
+        (out / "labels" / split / name).with_suffix(".txt").write_text(text, encoding="utf-8")
+
+
+def _write_data_yaml(
+    out: Path, src: Path, wanted: list[str], max_images: Any, keep_background: bool, seed: Any
+) -> Path:
+    """Step 6: ``out/data.yaml`` (relative train/val, the new names), with a provenance header."""
+    header = (
+        f"# Subset of {src.resolve()} written by `python -m detection subset`\n"
+        f"# classes={','.join(wanted)} max_images={max_images} "
+        f"keep_background={keep_background} seed={seed}\n"
+        "# No `path:` key: Ultralytics resolves train/val against this file's folder.\n"
+    )
+    body = {
+        "train": "images/train",
+        "val": "images/val",
+        "nc": len(wanted),
+        "names": dict(enumerate(wanted)),
+    }
+    path = out / "data.yaml"
+    path.write_text(header + yaml.safe_dump(body, sort_keys=False), encoding="utf-8")
+    return path
 
 
 def make_subset(
@@ -294,97 +467,106 @@ def make_subset(
         keep_background: keep images with none of the classes, with an empty
             label file (background); default drops them.
         seed: seed for every random choice: same inputs + seed -> same dataset.
+        images: COCO JSON only: the folder of its images (default: looked for
+            next to the JSON).
+        val_fraction: COCO JSON only: the share of images that go to val.
         overwrite: replace ``out`` if it exists (else it must be absent or empty).
+
+    Returns:
+        The path of the new ``data.yaml`` (:func:`summarize_dataset` counts what
+        was written).
+
+    Example:
+
+    ```python
+    data = make_subset("coco128/data.yaml", "person,car,dog", "coco_pcd", max_images=200)
+    YOLO("yolo11n.yaml").train(data=data, trainer=SmoothedDetectionTrainer, ...)
+    ```
     """
-    wanted = _parse_classes(classes)
-    if max_images is not None and (
-        isinstance(max_images, bool) or not isinstance(max_images, int) or max_images < 1
-    ):
-        raise ValueError(
-            f"`max_images` must be a positive integer or None; received {max_images!r}."
-        )
-    if not isinstance(val_fraction, (int, float)) or not 0 < val_fraction < 1:
-        raise ValueError(f"`val_fraction` must be in (0, 1); received {val_fraction!r}.")
-    src = Path(src)
-    out = Path(out)
-    if out.exists() and any(out.iterdir()):
-        if not overwrite:
-            raise FileExistsError(
-                f"`out` {str(out)!r} exists and is not empty; pass overwrite=True."
-            )
-        shutil.rmtree(out)
-    tmp = None
-    if src.suffix.lower() == ".json":
-        if not src.is_file():
-            raise FileNotFoundError(f"`src` COCO JSON not found: {str(src)!r}.")
-        names, splits, tmp = _from_coco_json(src, images, val_fraction, seed)
-    elif src.suffix.lower() in (".yaml", ".yml"):
-        names, splits = _from_yaml(src)
-    else:
-        raise ValueError(
-            f"`src` must be a data.yaml or a COCO instances .json; received {str(src)!r}."
-        )
+    wanted = _check_subset_args(classes, max_images, val_fraction)
+    src, out = Path(src), Path(out)
+    _clear_out(out, overwrite)
+    names, splits, tmp = _read_source(src, images, val_fraction, seed)
     try:
         remap = _resolve_classes(wanted, names)
-        chosen: dict[str, list[tuple[Path, list[str]]]] = {}
-        for split, pairs in splits.items():
-            kept, background = [], []
-            for img, lbl in pairs:
-                rows = []
-                for r in _read_rows(lbl):
-                    try:
-                        cid = int(float(r[0]))
-                    except (ValueError, IndexError):
-                        raise ValueError(
-                            f"Malformed label row {' '.join(r)!r} in {str(lbl)!r}."
-                        ) from None
-                    if cid in remap:
-                        rows.append(" ".join([str(remap[cid]), *r[1:]]))
-                (kept if rows else background).append((img, rows))
-            if split == "train" and not kept:
-                raise ValueError(
-                    f"Empty label set: no train image in {str(src)!r} contains any of {wanted}."
-                )
-            pool = kept + (background if keep_background else [])
-            pool.sort(key=lambda x: str(x[0]))
-            if max_images is not None and len(pool) > max_images:
-                pool = random.Random(f"{seed}:{split}").sample(pool, max_images)
-                pool.sort(key=lambda x: str(x[0]))
-            if not pool:
-                raise ValueError(
-                    f"The {split} split would be empty: no image contains any of {wanted}."
-                )
-            chosen[split] = pool
+        chosen = _choose(src, splits, remap, wanted, keep_background, max_images, seed)
         for split, pool in chosen.items():
-            (out / "images" / split).mkdir(parents=True, exist_ok=True)
-            (out / "labels" / split).mkdir(parents=True, exist_ok=True)
-            used: set[str] = set()
-            for img, rows in pool:
-                name = img.name
-                while name in used:  # same file name from nested source dirs
-                    name = f"_{name}"
-                used.add(name)
-                shutil.copyfile(img, out / "images" / split / name)
-                text = "".join(r + "\n" for r in rows)
-                (out / "labels" / split / name).with_suffix(".txt").write_text(
-                    text, encoding="utf-8"
-                )
-        header = (
-            f"# Subset of {src.resolve()} written by `python -m detection subset`\n"
-            f"# classes={','.join(wanted)} max_images={max_images} "
-            f"keep_background={keep_background} seed={seed}\n"
-            "# No `path:` key: Ultralytics resolves train/val against this file's folder.\n"
-        )
-        body = {
-            "train": "images/train",
-            "val": "images/val",
-            "nc": len(wanted),
-            "names": dict(enumerate(wanted)),
-        }
-        (out / "data.yaml").write_text(
-            header + yaml.safe_dump(body, sort_keys=False), encoding="utf-8"
-        )
+            _write_split(out, split, pool)
+        return _write_data_yaml(out, src, wanted, max_images, keep_background, seed)
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
-    return out / "data.yaml"
+
+
+# --------------------------------------------------------------------------- summary
+
+
+@dataclass(frozen=True)
+class SplitSummary:
+    """What one split of a YOLO dataset holds.
+
+    Args:
+        images: number of images.
+        background: how many of them have no label row.
+        rows: label rows (boxes) per class name, in class-id order (ids that have
+            no name, as ``"<id 7>"``, after them).
+    """
+
+    images: int
+    background: int
+    rows: dict[str, int]
+
+
+@dataclass(frozen=True)
+class DatasetSummary:
+    """Per-split counts of a YOLO dataset; ``str()`` is the report the CLI prints."""
+
+    data_yaml: Path
+    splits: dict[str, SplitSummary]
+
+    def __str__(self) -> str:
+        lines = [f"{self.data_yaml}:"]
+        for split, s in self.splits.items():
+            rows = ", ".join(f"{name} {n}" for name, n in s.rows.items())
+            lines.append(
+                f"  {split}: {s.images} images ({s.background} background); "
+                f"label rows: {rows or 'none'}"
+            )
+        return "\n".join(lines)
+
+
+def summarize_dataset(data: str | os.PathLike) -> DatasetSummary:
+    """Count images, background images and label rows per class in each split of a data.yaml.
+
+    Reads the files on disk, so for a :func:`make_subset` output it reports
+    exactly what was written.
+
+    Args:
+        data: a YOLO ``data.yaml``.
+
+    Returns:
+        A :class:`DatasetSummary` (``print()`` it for the report).
+
+    Example:
+
+    ```python
+    print(summarize_dataset(make_subset("coco128/data.yaml", "dog", "dogs")))
+    ```
+    """
+    names, found = _read_splits(Path(data), "data", ("train", "val", "test"))
+    splits = {}
+    for split, images in found.items():
+        counts: Counter[int] = Counter()
+        background = 0
+        for img in images:
+            label = _label_path(img)
+            ids = [_class_id(r, label) for r in _read_rows(label)]
+            background += not ids
+            counts.update(ids)
+        rows = {name: counts[i] for i, name in enumerate(names)}
+        # Ids without a name (a broken dataset) are counted too, not dropped.
+        rows.update(
+            {f"<id {i}>": n for i, n in sorted(counts.items()) if i not in range(len(names))}
+        )
+        splits[split] = SplitSummary(len(images), background, rows)
+    return DatasetSummary(Path(data), splits)

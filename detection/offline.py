@@ -29,10 +29,11 @@ import shutil
 import sys
 from pathlib import Path
 
+from detection._extra import import_extra
+
 __all__ = ["offline", "is_offline", "resolve_model", "local_font"]
 
 _LOG = logging.getLogger("detection")
-ENV_VAR = "KERAS_LS_OFFLINE"
 
 
 def is_offline() -> bool:
@@ -83,7 +84,7 @@ def offline(config_dir: str | os.PathLike | None = None) -> Path:
         os.environ["YOLO_CONFIG_DIR"] = str(config_dir)
         # Ultralytics appends "Ultralytics" to YOLO_CONFIG_DIR; fonts go there.
         _place_fonts(config_dir / "Ultralytics")
-    import ultralytics.utils as uu
+    uu = import_extra("ultralytics.utils", "detection.offline()")
 
     if already:
         uu.ONLINE = False  # best effort: modules that imported ONLINE by name keep their copy

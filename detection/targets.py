@@ -29,45 +29,62 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from keras_ls.smoothing import mix, validate_factor
+from detection.config import MODES, SmoothingConfig
+from keras_ls.smoothing import mix
 
 __all__ = [
-    "MODES",
     "smooth_class_targets",
     "SmoothedBCEWithLogits",
     "SmoothedClassificationLoss",
     "detection_losses",
     "patch_detection_criterion",
-    "is_patched",
 ]
 
-#: Detection smoothing modes (see module docstring for the formulas).
-MODES = ("uniform", "yolov5")
 
-
-def check_mode(mode: Any, name: str = "label_smoothing_mode") -> str:
-    """Return ``mode`` lower-cased if it is one of :data:`MODES`, else raise ValueError."""
-    if not isinstance(mode, str) or mode.lower() not in MODES:
-        raise ValueError(f"`{name}` must be one of {', '.join(MODES)}; received {mode!r}.")
-    return mode.lower()
-
-
-def smooth_class_targets(target: torch.Tensor, label_smoothing: float, mode: str = "uniform"):
+def smooth_class_targets(
+    target: torch.Tensor, label_smoothing: Any, mode: str = "uniform"
+) -> torch.Tensor:
     """Smooth foreground rows of ``target`` (``(..., nc)``) toward ``score/nc`` or ``score/2``.
 
     Rows summing to 0 (background) come back exactly 0. ``label_smoothing=0``
     returns values bit-identical to ``target``.
+
+    Args:
+        target: the assigner's ``target_scores``, shape ``(..., nc)``.
+        label_smoothing: factor in [0, 1] (a float or a 0-d tensor); not checked here.
+        mode: one of ``MODES``: ``uniform`` (prior ``score/nc``) or ``yolov5`` (``score/2``).
+
+    Returns:
+        The smoothed target, same shape and dtype.
+
+    Example:
+
+    >>> t = torch.tensor([[0.0, 0.8, 0.0], [0.0, 0.0, 0.0]])
+    >>> smooth_class_targets(t, 0.3, "uniform").sum(-1)
+    tensor([0.8000, 0.0000])
     """
+    # Deliberately no factor check: this runs on every batch (from SmoothedBCEWithLogits)
+    # with a value SmoothingConfig already validated, and like keras_ls.smoothing.mix it is
+    # a bare formula that may get a tensor factor. Check user values with SmoothingConfig
+    # or go through patch_detection_criterion. A mode outside MODES is not silently taken
+    # for yolov5, though: the dispatch below has no default branch.
     score = target.sum(-1, keepdim=True)
-    prior = score * (1.0 / target.shape[-1]) if mode == "uniform" else score * 0.5
+    if mode == "uniform":
+        prior = score * (1.0 / target.shape[-1])
+    elif mode == "yolov5":
+        prior = score * 0.5
+    else:
+        raise ValueError(f"`mode` must be one of {', '.join(MODES)}; received {mode!r}.")
     return mix(target, prior, label_smoothing)
 
 
 class SmoothedBCEWithLogits(nn.Module):
     """Drop-in for ``v8DetectionLoss.bce`` that smooths the target first.
 
+    Built by :func:`patch_detection_criterion`, which validates the values.
     ``label_smoothing`` is a plain Python float, updated in place by the
-    trainer once per epoch (no recompilation, no tensor on the device).
+    trainer once per epoch (no recompilation, no tensor on the device); since
+    it changes after construction, the constructor does not check it.
     """
 
     def __init__(
@@ -75,8 +92,8 @@ class SmoothedBCEWithLogits(nn.Module):
     ):
         super().__init__()
         self.bce = bce if bce is not None else nn.BCEWithLogitsLoss(reduction="none")
-        self.label_smoothing = validate_factor(label_smoothing)
-        self.mode = check_mode(mode)
+        self.label_smoothing = label_smoothing
+        self.mode = mode
 
     def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return self.bce(pred, smooth_class_targets(target, self.label_smoothing, self.mode))
@@ -102,21 +119,32 @@ def detection_losses(criterion: Any) -> list:
     return found
 
 
-def is_patched(criterion: Any) -> bool:
-    """True if every detection branch of ``criterion`` already smooths its targets."""
-    losses = detection_losses(criterion)
-    return bool(losses) and all(isinstance(x.bce, SmoothedBCEWithLogits) for x in losses)
-
-
 def patch_detection_criterion(criterion: Any, label_smoothing: float, mode: str = "uniform") -> Any:
     """Make ``criterion``'s class BCE smooth its targets; returns ``criterion``.
 
     Works on ``v8DetectionLoss`` and its subclasses (segment, pose, OBB) and on
     the end-to-end wrappers (``E2ELoss``/``E2EDetectLoss``: both branches).
     Idempotent: a second call only updates the factor and mode.
+
+    Args:
+        criterion: the model's training loss (``model.init_criterion()``).
+        label_smoothing: factor in [0, 1].
+        mode: ``uniform`` or ``yolov5`` (see :func:`smooth_class_targets`).
+
+    Returns:
+        ``criterion``, patched in place.
+
+    Example:
+
+    ```python
+    model.criterion = patch_detection_criterion(model.init_criterion(), 0.1, "uniform")
+    ```
     """
-    label_smoothing = validate_factor(label_smoothing)
-    mode = check_mode(mode)
+    # A public entry for custom loops (and the trainer's per-epoch call): values are
+    # checked here, by SmoothingConfig -- the one set of rules -- once per call, never
+    # per batch.
+    checked = SmoothingConfig(label_smoothing, mode)
+    label_smoothing, mode = checked.label_smoothing, checked.label_smoothing_mode
     losses = detection_losses(criterion)
     if not losses:
         raise TypeError(
@@ -136,11 +164,13 @@ class SmoothedClassificationLoss:
     """``v8ClassificationLoss`` with label smoothing toward the uniform prior.
 
     ``CE(mix(onehot, 1/K, a), p) = mix(-log p[y], -mean_k log p[k], a)``; equal
-    to ``F.cross_entropy(..., label_smoothing=a)``.
+    to ``F.cross_entropy(..., label_smoothing=a)``. Built by the classification
+    trainer from a validated :class:`~detection.config.SmoothingConfig`, which
+    rewrites ``label_smoothing`` every epoch; the constructor does not check it.
     """
 
     def __init__(self, label_smoothing: float = 0.0):
-        self.label_smoothing = validate_factor(label_smoothing)
+        self.label_smoothing = label_smoothing
 
     def __call__(self, preds: Any, batch: dict[str, torch.Tensor]):
         preds = preds[1] if isinstance(preds, (list, tuple)) else preds

@@ -181,9 +181,10 @@ class _SmoothingMixin:
 class SmoothedDetectionTrainer(_SmoothingMixin, DetectionTrainer):
     """``DetectionTrainer`` with label-smoothed class targets on foreground anchors.
 
-    Extra training keys: ``label_smoothing`` (start factor, default 0.1),
-    ``label_smoothing_mode`` (``uniform`` | ``yolov5``), ``label_smoothing_schedule``
-    (``constant`` | ``linear`` | ``cosine`` | ``step``), ``label_smoothing_final``.
+    Extra training keys (validated by :class:`~detection.config.SmoothingConfig`):
+    ``label_smoothing`` (start factor, default 0.1), ``label_smoothing_mode``
+    (``uniform`` | ``yolov5``), ``label_smoothing_schedule`` (``constant`` | ``linear`` |
+    ``cosine`` | ``piecewise``, alias ``step``), ``label_smoothing_final``.
     Works for detect/segment/pose/OBB and end-to-end heads (both branches).
     """
 

@@ -34,6 +34,10 @@ def default_coco128() -> Path:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    sys.path.insert(0, str(REPO))
+    from detection.config import MODES  # light: neither torch nor Ultralytics
+    from keras_ls.schedules import START_END_NAMES
+
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--coco128", default=str(default_coco128()), help="COCO128 folder")
     p.add_argument("--classes", default="person,car,dog")
@@ -44,8 +48,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--finetune-epochs", type=int, default=3)
     p.add_argument("--label-smoothing", type=float, default=0.1)
     p.add_argument("--final", type=float, default=0.0, help="factor at the last epoch")
-    p.add_argument("--schedule", default="cosine", choices=("constant", "linear", "cosine", "step"))
-    p.add_argument("--mode", default="uniform", choices=("uniform", "yolov5"))
+    p.add_argument("--schedule", default="cosine", choices=START_END_NAMES)
+    p.add_argument("--mode", default="uniform", choices=MODES)
     p.add_argument("--device", default="cpu", help="cpu, or a CUDA index such as 0")
     p.add_argument("--out", default=None, help="work folder (default: a new temp folder)")
     return p.parse_args(argv)
@@ -53,7 +57,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
-    sys.path.insert(0, str(REPO))
     import detection
 
     detection.offline()  # before ultralytics is imported
@@ -61,6 +64,7 @@ def main(argv: list[str] | None = None) -> dict:
     from ultralytics.utils import ASSETS
 
     from detection import SmoothedDetectionTrainer, make_subset
+    from detection.data import summarize_dataset
 
     out = Path(args.out or tempfile.mkdtemp(prefix="yolo_finetune_"))
     out.mkdir(parents=True, exist_ok=True)
@@ -73,6 +77,7 @@ def main(argv: list[str] | None = None) -> dict:
         overwrite=True,
     )
     print(f"[1/5] subset: {data}")
+    print(summarize_dataset(data))
 
     common = dict(
         data=str(data),

@@ -7,12 +7,13 @@ import os
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
 import yaml
 
-from detection.data import check_detection_data, make_subset
+from detection.data import SplitSummary, check_detection_data, make_subset, summarize_dataset
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -126,6 +127,84 @@ def test_subset_from_coco_json_uses_convert_coco(coco128, tmp_path, offline_cfg)
             assert h[0] == w[0] and all(abs(a - b) < 2e-3 for a, b in zip(h[1:], w[1:]))
 
 
+def _source_counts(coco128: Path, out: Path, classes: list[str]) -> dict[str, SplitSummary]:
+    """What a subset of ``classes`` written to ``out`` must hold, from COCO128's own labels."""
+    names = _names(coco128)
+    expected = {}
+    for split, src_split in (("train", "train2017"), ("val", "val2017")):
+        written = sorted((out / "images" / split).iterdir())
+        rows: Counter[str] = Counter()
+        background = 0
+        for img in written:
+            label = coco128 / "labels" / src_split / f"{img.stem}.txt"
+            text = label.read_text() if label.is_file() else ""
+            kept = [names[int(r.split()[0])] for r in text.splitlines() if r.strip()]
+            kept = [n for n in kept if n in classes]
+            background += not kept
+            rows.update(kept)
+        expected[split] = SplitSummary(len(written), background, {c: rows[c] for c in classes})
+    return expected
+
+
+def test_summary_counts_match_the_coco128_labels(coco128):
+    names = _names(coco128)
+    summary = summarize_dataset(coco128 / "data.yaml")
+    assert summary.data_yaml == coco128 / "data.yaml" and list(summary.splits) == ["train", "val"]
+    for split, src_split in (("train", "train2017"), ("val", "val2017")):
+        images = sorted((coco128 / "images" / src_split).iterdir())
+        texts = [
+            (coco128 / "labels" / src_split / f"{img.stem}.txt").read_text()
+            if (coco128 / "labels" / src_split / f"{img.stem}.txt").is_file()
+            else ""
+            for img in images
+        ]
+        rows = Counter(names[int(r.split()[0])] for t in texts for r in t.splitlines() if r.strip())
+        got = summary.splits[split]
+        assert got.images == len(images) == 128
+        assert got.background == sum(not t.strip() for t in texts)
+        assert got.rows == {n: rows[n] for n in names} and list(got.rows) == names
+        # COCO128's known totals (train: 929 boxes, 2 background images).
+        pinned = {"train": (2, 929, 254), "val": (0, 898, 350)}[split]
+        assert (got.background, sum(got.rows.values()), got.rows["person"]) == pinned
+
+
+def test_subset_summary_is_what_was_written(coco128, tmp_path):
+    classes = ["dog", "person", "car"]
+    out = tmp_path / "ds"
+    data = make_subset(
+        coco128 / "data.yaml", classes, out, max_images=20, keep_background=True, seed=5
+    )
+    summary = summarize_dataset(data)
+    assert summary.splits == _source_counts(coco128, out, classes)
+    train = summary.splits["train"]
+    assert train.images == 20 and 0 < train.background < 20  # background kept, and counted
+    assert list(train.rows) == classes  # in the new id order
+    lines = str(summary).splitlines()
+    assert lines[0] == f"{data}:"
+    assert lines[1] == (
+        f"  train: 20 images ({train.background} background); label rows: "
+        f"dog {train.rows['dog']}, person {train.rows['person']}, car {train.rows['car']}"
+    )
+
+
+def test_summary_counts_ids_without_a_name_and_background(tmp_path, coco128):
+    ds = tmp_path / "ds"
+    (ds / "images" / "train").mkdir(parents=True)
+    (ds / "labels" / "train").mkdir(parents=True)
+    jpg = (coco128 / "images" / "train2017" / "000000000009.jpg").read_bytes()
+    for name, rows in (
+        ("a", "0 0.5 0.5 0.1 0.1\n7 0.5 0.5 0.2 0.2\n0 0.2 0.2 0.1 0.1\n"),
+        ("b", ""),
+    ):
+        (ds / "images" / "train" / f"{name}.jpg").write_bytes(jpg)
+        (ds / "labels" / "train" / f"{name}.txt").write_text(rows)
+    (ds / "data.yaml").write_text("train: images/train\nval: images/train\nnames: [a]\n")
+    summary = summarize_dataset(ds / "data.yaml")
+    assert list(summary.splits) == ["train", "val"]  # no `test` key: no test split
+    assert summary.splits["train"] == SplitSummary(2, 1, {"a": 2, "<id 7>": 1})
+    assert "  train: 2 images (1 background); label rows: a 2, <id 7> 1" in str(summary)
+
+
 def test_check_detection_data_errors(tmp_path, coco128):
     with pytest.raises(FileNotFoundError, match="`data` file not found"):
         check_detection_data(tmp_path / "nope.yaml")
@@ -154,18 +233,18 @@ def test_check_detection_data_errors(tmp_path, coco128):
 def test_offline_switch_places_fonts_and_fails_fast_for_weights(offline_cfg, tmp_path):
     from ultralytics.utils import SETTINGS
 
-    import detection
+    from detection.offline import is_offline, resolve_model
 
     assert (offline_cfg / "Arial.ttf").is_file() and SETTINGS["sync"] is False
-    assert os.environ["YOLO_OFFLINE"] == "1" and detection.is_offline()
+    assert os.environ["YOLO_OFFLINE"] == "1" and is_offline()
     t = time.perf_counter()
     with pytest.raises(FileNotFoundError, match="yolo11n.pt.*offline"):
-        detection.resolve_model("yolo11n")
+        resolve_model("yolo11n")
     assert time.perf_counter() - t < 1.0
-    assert detection.resolve_model("yolo11n.yaml") == "yolo11n.yaml"
+    assert resolve_model("yolo11n.yaml") == "yolo11n.yaml"
     local = tmp_path / "w.pt"
     local.write_bytes(b"x")
-    assert detection.resolve_model(local) == str(local)
+    assert resolve_model(local) == str(local)
 
 
 def test_yolo_path_never_loads_tensorflow(tmp_path):
@@ -214,10 +293,22 @@ def test_cli_subset_and_errors(coco128, tmp_path):
         timeout=120,
     )
     assert r.returncode == 0, r.stderr[-2000:]
-    assert yaml.safe_load((tmp_path / "ds" / "data.yaml").read_text())["names"] == {
+    data = tmp_path / "ds" / "data.yaml"
+    assert yaml.safe_load(data.read_text())["names"] == {
         0: "person",
         1: "dog",
     }
+    # It prints what it wrote: per split images, background, rows per class; the data.yaml.
+    expected = _source_counts(coco128, tmp_path / "ds", ["person", "dog"])
+    lines = r.stdout.strip().splitlines()
+    assert lines[-1] == f"data: {data}"
+    for split, s in expected.items():
+        want = (
+            f"  {split}: {s.images} images ({s.background} background); label rows: "
+            f"person {s.rows['person']}, dog {s.rows['dog']}"
+        )
+        assert want in lines, r.stdout
+    assert expected["train"].images == 4 and expected["train"].rows["person"] > 0
     r = subprocess.run(
         [*run, "subset", f"src={coco128 / 'data.yaml'}", "classes=dgo", f"out={tmp_path / 'ds2'}"],
         capture_output=True,

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import copy
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 
+from detection.config import SmoothingConfig
 from detection.targets import (
     SmoothedBCEWithLogits,
     SmoothedClassificationLoss,
@@ -65,13 +68,50 @@ def test_zero_factor_is_bit_identical():
         assert torch.equal(smooth_class_targets(t, 0.0, mode), t)
 
 
-def test_module_validates():
+def _bce_criterion() -> SimpleNamespace:
+    """The smallest thing patch_detection_criterion accepts: an object with a `bce` module."""
+    return SimpleNamespace(bce=nn.BCEWithLogitsLoss(reduction="none"))
+
+
+def test_patch_validates_through_the_config():
+    # The values are checked where they enter: SmoothingConfig, which the public
+    # patch_detection_criterion goes through (SmoothedBCEWithLogits itself no longer checks).
+    crit = _bce_criterion()
+    stock = crit.bce
     with pytest.raises(ValueError, match="label_smoothing_mode"):
-        SmoothedBCEWithLogits(label_smoothing=0.1, mode="bogus")
+        patch_detection_criterion(crit, 0.1, "bogus")
     with pytest.raises(ValueError, match="label_smoothing"):
-        SmoothedBCEWithLogits(label_smoothing=1.5)
+        patch_detection_criterion(crit, 1.5)
+    with pytest.raises(TypeError, match="label_smoothing"):
+        patch_detection_criterion(crit, "lots")
+    assert crit.bce is stock  # nothing patched on bad input
     with pytest.raises(TypeError, match="criterion"):
         patch_detection_criterion(object(), 0.1)
+    patch_detection_criterion(crit, 0.25, "YOLOv5")
+    assert isinstance(crit.bce, SmoothedBCEWithLogits) and crit.bce.bce is stock
+    assert (crit.bce.label_smoothing, crit.bce.mode) == (0.25, "yolov5")
+
+
+@pytest.mark.parametrize(
+    "factor, mode", [(1.5, "uniform"), (-0.1, "uniform"), (float("nan"), "uniform"), (0.1, "x")]
+)
+def test_one_message_per_bad_value(factor, mode):
+    """patch_detection_criterion's errors are SmoothingConfig's, word for word."""
+    with pytest.raises(ValueError) as from_config:
+        SmoothingConfig(factor, mode)
+    with pytest.raises(ValueError) as from_patch:
+        patch_detection_criterion(_bce_criterion(), factor, mode)
+    assert str(from_patch.value) == str(from_config.value)
+
+
+def test_unknown_mode_is_never_taken_for_yolov5():
+    # smooth_class_targets does not validate (hot path, values already checked), but its
+    # dispatch has no default branch: a typo fails instead of silently meaning yolov5.
+    t = _target_scores()
+    with pytest.raises(ValueError, match=r"`mode` must be one of uniform, yolov5; received 'U'"):
+        smooth_class_targets(t, 0.1, "U")
+    with pytest.raises(ValueError, match="`mode` must be one of"):
+        SmoothedBCEWithLogits(label_smoothing=0.1, mode="bogus")(torch.zeros_like(t), t)
 
 
 # ---------------------------------------------------------------- real Ultralytics losses

@@ -135,6 +135,34 @@ def test_scratch_then_finetune_and_plain_reload(scratch_run, subset3, tmp_path, 
         assert info["top"] is True
 
 
+def test_checkpoint_from_0_1_0_with_step_schedule_resumes(scratch_run, tmp_path):
+    """0.1.0 wrote ``label_smoothing_schedule: step`` into train_args; resume must read it."""
+    import torch
+    from ultralytics.utils.patches import torch_load
+
+    from detection import SmoothedDetectionTrainer
+
+    ckpt = torch_load(scratch_run / "weights" / "last.pt", map_location="cpu")
+    stored = {
+        "label_smoothing": 0.25,
+        "label_smoothing_mode": "yolov5",
+        "label_smoothing_schedule": "step",
+        "label_smoothing_final": 0.05,
+    }
+    # What 0.1.0's save_model wrote: the four keys as one `label_smoothing` dict.
+    ckpt["train_args"].update(epochs=4, save_dir=str(tmp_path / "run"), label_smoothing=stored)
+    ckpt["epoch"] = 1
+    old = tmp_path / "old.pt"
+    torch.save(ckpt, old)
+
+    trainer = SmoothedDetectionTrainer(overrides={"resume": str(old), "label_smoothing": 0.9})
+    assert trainer.resume and trainer.epochs == 4
+    assert trainer.smoothing.as_dict() == stored  # the checkpoint's settings win, as given
+    assert trainer.args.label_smoothing_schedule == "step"
+    factors = [trainer.smoothing.factor(e, trainer.epochs) for e in range(4)]
+    assert factors == [0.25, 0.25, 0.05, 0.05]  # step: the start value for the first half
+
+
 class _Interrupt(RuntimeError):
     pass
 
