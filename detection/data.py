@@ -479,8 +479,11 @@ def make_subset(
     Example:
 
     ```python
-    data = make_subset("coco128/data.yaml", "person,car,dog", "coco_pcd", max_images=200)
-    YOLO("yolo11n.yaml").train(data=data, trainer=SmoothedDetectionTrainer, ...)
+    import tempfile
+
+    out = tempfile.mkdtemp() + "/coco_pcd"
+    data = make_subset("../shared/data/coco128/data.yaml", "person,car,dog", out, max_images=20)
+    # then: YOLO("yolo11n.yaml").train(data=data, trainer=SmoothedDetectionTrainer, ...)
     ```
     """
     wanted = _check_subset_args(classes, max_images, val_fraction)
@@ -550,7 +553,10 @@ def summarize_dataset(data: str | os.PathLike) -> DatasetSummary:
     Example:
 
     ```python
-    print(summarize_dataset(make_subset("coco128/data.yaml", "dog", "dogs")))
+    import tempfile
+
+    print(summarize_dataset(make_subset("../shared/data/coco128/data.yaml", "dog",
+                                        tempfile.mkdtemp() + "/dogs")))
     ```
     """
     names, found = _read_splits(Path(data), "data", ("train", "val", "test"))

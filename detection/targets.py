@@ -137,6 +137,11 @@ def patch_detection_criterion(criterion: Any, label_smoothing: float, mode: str 
     Example:
 
     ```python
+    from ultralytics.cfg import get_cfg
+    from ultralytics.nn.tasks import DetectionModel
+
+    model = DetectionModel("yolo11n.yaml", nc=3, verbose=False)
+    model.args = get_cfg()  # the loss gains (box, cls, dfl)
     model.criterion = patch_detection_criterion(model.init_criterion(), 0.1, "uniform")
     ```
     """

@@ -77,10 +77,13 @@ class SmoothingScheduler(keras.callbacks.Callback):
     Example:
 
     ```python
-    loss = keras_ls.SmoothedCE(0.1, from_logits=True)
+    x, y = np.random.rand(256, 8), np.random.randint(0, 3, 256)
+    model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(3)])
+    loss = keras_ls.SmoothedCE(0.2, from_logits=True)
     model.compile("adam", loss)
-    model.fit(x, y, epochs=20, callbacks=[
-        keras_ls.SmoothingScheduler(keras_ls.schedules.Linear(0.2, 0.0, steps=19))])
+    history = model.fit(x, y, epochs=3, verbose=0, validation_split=0.25, callbacks=[
+        keras_ls.SmoothingScheduler(keras_ls.schedules.Linear(0.2, 0.0, steps=2))])
+    print(history.history["label_smoothing"])  # [0.2, 0.1, 0.0]; val_loss is the NLL
     ```
     """
 
