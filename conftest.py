@@ -23,9 +23,9 @@ from pathlib import Path
 
 from sybil import Sybil
 from sybil.document import PythonDocStringDocument
-from sybil.sybil import SybilCollection
 from sybil.parsers.markdown import PythonCodeBlockParser, SkipParser
 from sybil.parsers.rest import DocTestParser
+from sybil.sybil import SybilCollection
 
 ROOT = Path(__file__).resolve().parent
 FLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
