@@ -20,6 +20,8 @@ and torch the compiled step reads the variable directly. ``reset_state`` is a no
 from __future__ import annotations
 
 import functools
+import sys
+import weakref
 from typing import Any, ClassVar
 
 import keras
@@ -29,6 +31,7 @@ from keras import ops, tree
 # Keras' own helpers for the masked, weighted reduction of `Loss.__call__` (reused, see
 # SchedulableLoss.__call__); no public alias exists.
 from keras.src.backend import get_keras_mask
+from keras.src.backend.common.stateless_scope import get_stateless_scope
 from keras.src.losses.loss import reduce_weighted_values
 
 from keras_ls.smoothing import validate_factor
@@ -93,6 +96,7 @@ class HyperparameterState(keras.metrics.Metric):
         self.counting = add(initializer="zeros", dtype="int32", name="counting")
         #: Whether the compiled step reads plans (set by the scheduler before tracing).
         self.planned = False
+        self._constant_in: weakref.WeakSet = weakref.WeakSet()
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -107,6 +111,38 @@ class HyperparameterState(keras.metrics.Metric):
 
     def set(self, name: str, value: Any) -> None:
         self._vars[name].assign(validate_factor(value, name))
+        self._rejoin_models()
+
+    def _note_jax_constant(self, variable: keras.Variable) -> None:
+        """Remember the model whose jitted step is tracing this state as a constant.
+
+        On JAX, a variable that is not model state is baked into a jitted step as a
+        constant. When that happens (no keras-ls callback attached the state), the model
+        is found on the stack of the trace -- its ``train_step``/``test_step`` -- so that a
+        later assignment can make the state part of that model (:meth:`_rejoin_models`).
+        """
+        scope = get_stateless_scope()
+        if (
+            scope is None
+            or not scope.state_mapping
+            or scope.get_current_value(variable) is not None
+        ):
+            return  # eager, a shape inference (empty mapping), or the value travels as state
+        frame = sys._getframe(1)
+        for _ in range(40):
+            frame = frame.f_back
+            if frame is None:
+                return
+            model = frame.f_locals.get("self")
+            if isinstance(model, keras.Model):
+                self._constant_in.add(model)
+                return
+
+    def _rejoin_models(self) -> None:
+        for model in list(self._constant_in):
+            # One retrace, after which the value travels through the step as state.
+            attach_state(model, [self])  # rebuilds the JAX step when it adds the state
+        self._constant_in.clear()
 
     def set_plan(self, name: str, start: int, values: Any) -> None:
         """Use ``values[i]`` at step ``start + i`` (a step past the end keeps the last)."""
@@ -125,6 +161,8 @@ class HyperparameterState(keras.metrics.Metric):
 
     def read(self, name: str) -> Any:
         """The value for this step, inside the compiled step."""
+        if keras.backend.backend() == "jax":
+            self._note_jax_constant(self._vars[name])
         value = self._vars[name].value
         if not self.planned:
             return value
