@@ -94,17 +94,13 @@ def _as_float_array(x: Any, name: str) -> np.ndarray:
     except Exception as e:  # noqa: BLE001 - anything not array-like is a type error
         raise TypeError(f"`{name}` must be array-like; received {type(x).__name__}.") from e
     if arr.dtype.kind not in "biuf":
-        raise TypeError(
-            f"`{name}` must be a numeric array; received dtype {arr.dtype}."
-        )
+        raise TypeError(f"`{name}` must be a numeric array; received dtype {arr.dtype}.")
     if arr.dtype.kind != "f":
         arr = arr.astype(np.float64)
     return arr
 
 
-def _check_probs(
-    y_prob: Any, from_logits: bool, name: str = "y_prob"
-) -> np.ndarray:
+def _check_probs(y_prob: Any, from_logits: bool, name: str = "y_prob") -> np.ndarray:
     """Validate ``y_prob`` (N, K); return probabilities in the input float dtype."""
     arr = _as_float_array(y_prob, name)
     if arr.ndim != 2:
@@ -196,9 +192,7 @@ def _check_sample_weight(sample_weight: Any, num_samples: int) -> np.ndarray:
     if w.ndim == 2 and w.shape[1] == 1:
         w = w.reshape(-1)
     if w.shape != (num_samples,):
-        raise ValueError(
-            f"`sample_weight` must have shape ({num_samples},); received {w.shape}."
-        )
+        raise ValueError(f"`sample_weight` must have shape ({num_samples},); received {w.shape}.")
     if not np.all(np.isfinite(w)) or np.any(w < 0):
         raise ValueError("`sample_weight` must be finite and non-negative.")
     return w
@@ -308,9 +302,7 @@ def expected_calibration_error(
     >>> expected_calibration_error([0, 1], [[0.9, 0.1], [0.8, 0.2]], num_bins=10)
     0.45
     """
-    bins = calibration_bins(
-        y_true, y_prob, num_bins, from_logits, sample_weight=sample_weight
-    )
+    bins = calibration_bins(y_true, y_prob, num_bins, from_logits, sample_weight=sample_weight)
     return ece_from_bins(bins)
 
 
@@ -402,8 +394,7 @@ def fit_temperature(
     z = _as_float_array(logits, "logits").astype(np.float64)
     if z.ndim != 2:
         raise ValueError(
-            f"`logits` must be 2-D with shape (num_samples, num_classes); received "
-            f"shape {z.shape}."
+            f"`logits` must be 2-D with shape (num_samples, num_classes); received shape {z.shape}."
         )
     if z.shape[0] == 0:
         raise ValueError("`logits` must hold at least one sample; received 0.")
@@ -501,12 +492,38 @@ def reliability_diagram(
     acc = bins.accuracy[filled]
     conf = bins.confidence[filled]
     x = centers[filled]
-    ax.bar(x, acc, width=width, color="#4c72b0", edgecolor="black", linewidth=0.6,
-           label="Accuracy", zorder=2)
-    ax.bar(x, conf - acc, bottom=acc, width=width, color="#dd4444", alpha=0.35,
-           edgecolor="#aa0000", linewidth=0.6, hatch="//", label="Gap", zorder=3)
-    ax.plot([0, 1], [0, 1], linestyle="--", color="gray", linewidth=1.0,
-            label="Perfect calibration", zorder=4)
+    ax.bar(
+        x,
+        acc,
+        width=width,
+        color="#4c72b0",
+        edgecolor="black",
+        linewidth=0.6,
+        label="Accuracy",
+        zorder=2,
+    )
+    ax.bar(
+        x,
+        conf - acc,
+        bottom=acc,
+        width=width,
+        color="#dd4444",
+        alpha=0.35,
+        edgecolor="#aa0000",
+        linewidth=0.6,
+        hatch="//",
+        label="Gap",
+        zorder=3,
+    )
+    ax.plot(
+        [0, 1],
+        [0, 1],
+        linestyle="--",
+        color="gray",
+        linewidth=1.0,
+        label="Perfect calibration",
+        zorder=4,
+    )
     ax.set_xlim(0.0, 1.0)
     ax.set_ylim(0.0, 1.0)
     ax.set_xlabel("Confidence")
@@ -515,8 +532,14 @@ def reliability_diagram(
         total = bins.counts.sum()
         share = bins.counts / total if total > 0 else bins.counts
         ax2 = ax.twinx()
-        ax2.step(np.r_[0.0, centers + width / 2], np.r_[share[0], share], where="pre",
-                 color="#55a868", linewidth=1.0, alpha=0.8)
+        ax2.step(
+            np.r_[0.0, centers + width / 2],
+            np.r_[share[0], share],
+            where="pre",
+            color="#55a868",
+            linewidth=1.0,
+            alpha=0.8,
+        )
         ax2.set_ylim(0.0, 1.0)
         ax2.set_ylabel("Share of samples", color="#55a868")
         ax2.tick_params(axis="y", colors="#55a868")

@@ -4,23 +4,10 @@ from __future__ import annotations
 
 import warnings
 
-from keras_ls.datasets import (  # noqa: F401 - re-exported names
-    DEBIAN_DIR,
-    ENV_VAR,
-    FASHION_MNIST_CLASSES,
-    find_fashion_mnist,
-    load_fashion_mnist,
-    read_idx,
-)
+from keras_ls import datasets as _datasets
+from keras_ls.datasets import *  # noqa: F403 - the same public names
 
-__all__ = [
-    "DEBIAN_DIR",
-    "ENV_VAR",
-    "FASHION_MNIST_CLASSES",
-    "find_fashion_mnist",
-    "load_fashion_mnist",
-    "read_idx",
-]
+__all__ = list(_datasets.__all__)
 
 warnings.warn(
     "`keras_ls.data` is deprecated; import `keras_ls.datasets` instead.",

@@ -95,7 +95,7 @@ def read_idx(path: str | os.PathLike, expected_magic: int | None = None) -> np.n
     header_end = 4 + 4 * ndim
     if ndim < 1 or len(raw) < header_end:
         raise ValueError(f"{path}: truncated IDX header.")
-    shape = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     data = np.frombuffer(raw, dtype=np.uint8, offset=header_end)
     if data.size != int(np.prod(shape)):
         raise ValueError(
@@ -142,9 +142,7 @@ def _read_dir(directory: Path) -> dict[str, np.ndarray]:
     for split in ("train", "test"):
         x, y = out[f"x_{split}"], out[f"y_{split}"]
         if x.shape[0] != y.shape[0]:
-            raise ValueError(
-                f"{directory}: {x.shape[0]} {split} images but {y.shape[0]} labels."
-            )
+            raise ValueError(f"{directory}: {x.shape[0]} {split} images but {y.shape[0]} labels.")
         if y.size and y.max() >= len(FASHION_MNIST_CLASSES):
             raise ValueError(f"{directory}: {split} label {y.max()} out of range [0, 10).")
     return out
@@ -172,9 +170,7 @@ def stratified_subset(y: np.ndarray, n: int, seed: int) -> np.ndarray:
     quota = np.floor(exact).astype(np.int64)
     order = np.lexsort((classes, -(exact - quota)))  # largest remainder first
     quota[order[: n - int(quota.sum())]] += 1
-    picked = [
-        rng.permutation(np.flatnonzero(y == c))[:q] for c, q in zip(classes, quota)
-    ]
+    picked = [rng.permutation(np.flatnonzero(y == c))[:q] for c, q in zip(classes, quota)]
     return np.sort(np.concatenate(picked))
 
 

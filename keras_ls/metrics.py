@@ -81,11 +81,15 @@ class ExpectedCalibrationError(keras.metrics.Metric):
             shape=(self.num_bins,), initializer="zeros", dtype=self.dtype, name="counts"
         )
         self.confidence_sums = self.add_variable(
-            shape=(self.num_bins,), initializer="zeros", dtype=self.dtype,
+            shape=(self.num_bins,),
+            initializer="zeros",
+            dtype=self.dtype,
             name="confidence_sums",
         )
         self.correct_sums = self.add_variable(
-            shape=(self.num_bins,), initializer="zeros", dtype=self.dtype,
+            shape=(self.num_bins,),
+            initializer="zeros",
+            dtype=self.dtype,
             name="correct_sums",
         )
 
@@ -173,8 +177,10 @@ class ExpectedCalibrationError(keras.metrics.Metric):
         Useful to draw a reliability diagram from a streamed evaluation.
         """
         return CalibrationBins(
-            *(np.asarray(ops.convert_to_numpy(v), dtype=np.float64)
-              for v in (self.counts, self.confidence_sums, self.correct_sums))
+            *(
+                np.asarray(ops.convert_to_numpy(v), dtype=np.float64)
+                for v in (self.counts, self.confidence_sums, self.correct_sums)
+            )
         )
 
     def get_config(self) -> dict[str, Any]:

@@ -97,39 +97,41 @@ class Constant(SmoothingSchedule):
         return {"value": self.value}
 
 
-class Linear(SmoothingSchedule):
+class _StartEnd(SmoothingSchedule):
+    """From ``start`` at step 0 to ``end`` at step ``steps``, then ``end``; the shape of the
+    path is ``_shape(t)`` for ``t`` in ``[0, 1]`` (0 at the start, 1 at the end)."""
+
+    def __init__(self, start: float, end: float, steps: int):
+        self.start = validate_factor(start, "start")
+        self.end = validate_factor(end, "end")
+        self.steps = _check_steps(steps)
+
+    def _shape(self, t: float) -> float:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def __call__(self, step: int) -> float:
+        t = min(_check_step(step), self.steps) / self.steps
+        return self.start + (self.end - self.start) * self._shape(t)
+
+    def get_config(self) -> dict:
+        return {"start": self.start, "end": self.end, "steps": self.steps}
+
+
+class Linear(_StartEnd):
     """From ``start`` to ``end`` linearly over ``steps`` steps, then ``end``.
 
     ``Linear(0.2, 0.0, steps=10)(5) == 0.1``.
     """
 
-    def __init__(self, start: float, end: float, steps: int):
-        self.start = validate_factor(start, "start")
-        self.end = validate_factor(end, "end")
-        self.steps = _check_steps(steps)
-
-    def __call__(self, step: int) -> float:
-        t = min(_check_step(step), self.steps) / self.steps
-        return self.start + (self.end - self.start) * t
-
-    def get_config(self) -> dict:
-        return {"start": self.start, "end": self.end, "steps": self.steps}
+    def _shape(self, t: float) -> float:
+        return t
 
 
-class Cosine(SmoothingSchedule):
+class Cosine(_StartEnd):
     """Half-cosine from ``start`` to ``end`` over ``steps`` steps, then ``end``."""
 
-    def __init__(self, start: float, end: float, steps: int):
-        self.start = validate_factor(start, "start")
-        self.end = validate_factor(end, "end")
-        self.steps = _check_steps(steps)
-
-    def __call__(self, step: int) -> float:
-        t = min(_check_step(step), self.steps) / self.steps
-        return self.end + (self.start - self.end) * 0.5 * (1.0 + math.cos(math.pi * t))
-
-    def get_config(self) -> dict:
-        return {"start": self.start, "end": self.end, "steps": self.steps}
+    def _shape(self, t: float) -> float:
+        return 0.5 * (1.0 - math.cos(math.pi * t))
 
 
 class Piecewise(SmoothingSchedule):

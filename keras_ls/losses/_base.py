@@ -22,6 +22,7 @@ from __future__ import annotations
 import functools
 import sys
 import weakref
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import keras
@@ -40,6 +41,7 @@ __all__ = [
     "PLAN_LENGTH",
     "Hyperparameter",
     "HyperparameterState",
+    "LabelSmoothingLoss",
     "SchedulableLoss",
     "attach_state",
     "find_losses",
@@ -223,30 +225,45 @@ class Hyperparameter:
 
 
 class SchedulableLoss(keras.losses.Loss):
-    """Base of the keras-ls losses: configuration plus schedulable hyperparameters.
+    """Base of the keras-ls losses: a functional loss, its configuration, and its
+    schedulable hyperparameters (as ``keras.losses.LossFunctionWrapper`` wraps a function).
 
     Subclasses declare ``schedulable = ("name", ...)`` (the first is the one a
     ``SmoothingScheduler`` drives by default), each a :class:`Hyperparameter` attribute, and
-    pass the initial values to ``__init__``. ``call`` reads a value as a tensor with
-    :meth:`factor`.
+    pass to ``__init__`` the functional loss ``fn``, the hyperparameters' initial values,
+    ``fn``'s other keyword arguments (validated by the subclass; each becomes an attribute
+    and a ``get_config`` entry) and the ``keras.losses.Loss`` arguments (``name``,
+    ``reduction``, ``dtype``) as ``**kwargs``. ``call`` is ``fn(y_true, y_pred, **hyperparameters,
+    **arguments)`` with the hyperparameters read inside the compiled step.
     """
 
     schedulable: ClassVar[tuple[str, ...]] = ()
 
     def __init__(
         self,
+        fn: Callable[..., Any],
         hyperparameters: dict[str, float],
         *,
-        name: str,
-        reduction: str | None,
+        name: str | None = None,
+        reduction: str | None = "sum_over_batch_size",
         dtype: Any = None,
+        **arguments: Any,
     ):
+        # name=None: Keras names the loss after its class (SmoothedCE -> "smoothed_ce").
         super().__init__(name=name, reduction=reduction, dtype=dtype)
         if set(hyperparameters) != set(self.schedulable):
             raise TypeError(  # a programming error in a subclass
                 f"{type(self).__name__} declares {self.schedulable}; got {sorted(hyperparameters)}."
             )
-        self._hyperparameters = HyperparameterState(hyperparameters, name=f"{name}_state")
+        self.fn = fn
+        self._arguments = tuple(arguments)
+        for key, value in arguments.items():
+            setattr(self, key, value)
+        self._hyperparameters = HyperparameterState(hyperparameters, name=f"{self.name}_state")
+
+    def call(self, y_true: Any, y_pred: Any) -> Any:
+        values = {k: self.factor(k, "float32") for k in self.schedulable}
+        return self.fn(y_true, y_pred, **values, **{k: getattr(self, k) for k in self._arguments})
 
     @property
     def hyperparameter_state(self) -> HyperparameterState:
@@ -285,8 +302,18 @@ class SchedulableLoss(keras.losses.Loss):
         config = super().get_config()
         # The *current* values: a model saved mid-schedule reloads with them.
         config.update({k: self._hyperparameters.get(k) for k in self.schedulable})
+        for key in self._arguments:
+            value = getattr(self, key)
+            config[key] = value.tolist() if isinstance(value, np.ndarray) else value
         config["dtype"] = self._dtype_policy.name
         return config
+
+
+class LabelSmoothingLoss(SchedulableLoss):
+    """A :class:`SchedulableLoss` whose schedulable hyperparameter is ``label_smoothing``."""
+
+    schedulable = ("label_smoothing",)
+    label_smoothing = Hyperparameter("The smoothing factor ``a`` in ``[0, 1]``.")
 
 
 def global_masked_mean(loss: Any, mask: Any, reduction: str | None) -> tuple[Any, Any]:

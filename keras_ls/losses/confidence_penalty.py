@@ -96,14 +96,16 @@ class ConfidencePenaltyCE(SchedulableLoss):
         from_logits: bool = False,
         ignore_class: int | None = None,
         axis: int = -1,
-        reduction: str | None = "sum_over_batch_size",
-        name: str = "confidence_penalty_ce",
-        dtype: Any = None,
+        **kwargs: Any,
     ):
-        super().__init__({"beta": beta}, name=name, reduction=reduction, dtype=dtype)
-        self.from_logits = bool(from_logits)
-        self.ignore_class = check_ignore_class(ignore_class)
-        self.axis = check_axis(axis)
+        super().__init__(
+            confidence_penalty_crossentropy,
+            {"beta": beta},
+            from_logits=bool(from_logits),
+            ignore_class=check_ignore_class(ignore_class),
+            axis=check_axis(axis),
+            **kwargs,
+        )
 
     @property
     def label_smoothing(self) -> float:
@@ -113,20 +115,3 @@ class ConfidencePenaltyCE(SchedulableLoss):
     @label_smoothing.setter
     def label_smoothing(self, value: float) -> None:
         self.beta = value
-
-    def call(self, y_true: Any, y_pred: Any) -> Any:
-        return confidence_penalty_crossentropy(
-            y_true,
-            y_pred,
-            self.factor("beta", y_pred.dtype),
-            from_logits=self.from_logits,
-            ignore_class=self.ignore_class,
-            axis=self.axis,
-        )
-
-    def get_config(self) -> dict:
-        config = super().get_config()
-        config.update(
-            {"from_logits": self.from_logits, "ignore_class": self.ignore_class, "axis": self.axis}
-        )
-        return config

@@ -16,7 +16,7 @@ import numpy as np
 from keras import ops
 
 from keras_ls import _backend
-from keras_ls.losses._base import Hyperparameter, SchedulableLoss
+from keras_ls.losses._base import LabelSmoothingLoss
 from keras_ls.losses._labels import (
     binary_targets,
     canonicalize,
@@ -130,7 +130,7 @@ def smoothed_binary_crossentropy(
 
 
 @keras.saving.register_keras_serializable(package="keras_ls")
-class SmoothedCE(SchedulableLoss):
+class SmoothedCE(LabelSmoothingLoss):
     """Cross-entropy with label smoothing, for integer *or* one-hot/soft labels.
 
     The target is ``(1 - a) * y + a * prior`` with ``a = label_smoothing`` and ``prior``
@@ -171,9 +171,6 @@ class SmoothedCE(SchedulableLoss):
     0.3955
     """
 
-    schedulable = ("label_smoothing",)
-    label_smoothing = Hyperparameter("The smoothing factor ``a`` in ``[0, 1]``.")
-
     def __init__(
         self,
         label_smoothing: float = 0.1,
@@ -182,44 +179,21 @@ class SmoothedCE(SchedulableLoss):
         ignore_class: int | None = None,
         prior: Sequence[float] | np.ndarray | None = None,
         axis: int = -1,
-        reduction: str | None = "sum_over_batch_size",
-        name: str = "smoothed_ce",
-        dtype: Any = None,
+        **kwargs: Any,
     ):
         super().__init__(
-            {"label_smoothing": label_smoothing}, name=name, reduction=reduction, dtype=dtype
+            smoothed_crossentropy,
+            {"label_smoothing": label_smoothing},
+            from_logits=bool(from_logits),
+            ignore_class=check_ignore_class(ignore_class),
+            prior=validate_prior(prior, name="prior"),
+            axis=check_axis(axis),
+            **kwargs,
         )
-        self.from_logits = bool(from_logits)
-        self.ignore_class = check_ignore_class(ignore_class)
-        self.prior = validate_prior(prior, name="prior")
-        self.axis = check_axis(axis)
-
-    def call(self, y_true: Any, y_pred: Any) -> Any:
-        return smoothed_crossentropy(
-            y_true,
-            y_pred,
-            self.factor("label_smoothing", "float32"),
-            from_logits=self.from_logits,
-            ignore_class=self.ignore_class,
-            prior=self.prior,
-            axis=self.axis,
-        )
-
-    def get_config(self) -> dict:
-        config = super().get_config()
-        config.update(
-            {
-                "from_logits": self.from_logits,
-                "ignore_class": self.ignore_class,
-                "prior": None if self.prior is None else self.prior.tolist(),
-                "axis": self.axis,
-            }
-        )
-        return config
 
 
 @keras.saving.register_keras_serializable(package="keras_ls")
-class SmoothedBCE(SchedulableLoss):
+class SmoothedBCE(LabelSmoothingLoss):
     """Binary / multi-label cross-entropy with label smoothing toward 0.5.
 
     Each binary target becomes ``(1 - a) * y + a * 0.5`` -- the same choice as
@@ -244,38 +218,21 @@ class SmoothedBCE(SchedulableLoss):
     0.7701
     """
 
-    schedulable = ("label_smoothing",)
-    label_smoothing = Hyperparameter("The smoothing factor ``a`` in ``[0, 1]``.")
-
     def __init__(
         self,
         label_smoothing: float = 0.1,
         *,
         from_logits: bool = False,
         axis: int = -1,
-        reduction: str | None = "sum_over_batch_size",
-        name: str = "smoothed_bce",
-        dtype: Any = None,
+        **kwargs: Any,
     ):
         super().__init__(
-            {"label_smoothing": label_smoothing}, name=name, reduction=reduction, dtype=dtype
+            smoothed_binary_crossentropy,
+            {"label_smoothing": label_smoothing},
+            from_logits=bool(from_logits),
+            axis=check_axis(axis),
+            **kwargs,
         )
-        self.from_logits = bool(from_logits)
-        self.axis = check_axis(axis)
-
-    def call(self, y_true: Any, y_pred: Any) -> Any:
-        return smoothed_binary_crossentropy(
-            y_true,
-            y_pred,
-            self.factor("label_smoothing", y_pred.dtype),
-            from_logits=self.from_logits,
-            axis=self.axis,
-        )
-
-    def get_config(self) -> dict:
-        config = super().get_config()
-        config.update({"from_logits": self.from_logits, "axis": self.axis})
-        return config
 
 
 def sparse_smoothed_crossentropy(

@@ -14,7 +14,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_ls.losses._base import Hyperparameter, SchedulableLoss
+from keras_ls.losses._base import LabelSmoothingLoss
 from keras_ls.losses._labels import canonicalize, check_ignore_class
 from keras_ls.smoothing import mix, prior_for_axis, validate_factor, validate_prior
 
@@ -102,7 +102,7 @@ def smoothed_dice(
 
 
 @keras.saving.register_keras_serializable(package="keras_ls")
-class SmoothedDice(SchedulableLoss):
+class SmoothedDice(LabelSmoothingLoss):
     """Soft Dice loss on label-smoothed one-hot targets, for segmentation.
 
     See :func:`smoothed_dice` for the formula; the loss has one value per sample, so
@@ -135,9 +135,6 @@ class SmoothedDice(SchedulableLoss):
     0.2804
     """
 
-    schedulable = ("label_smoothing",)
-    label_smoothing = Hyperparameter("The smoothing factor ``a`` in ``[0, 1]``.")
-
     def __init__(
         self,
         label_smoothing: float = 0.1,
@@ -146,37 +143,14 @@ class SmoothedDice(SchedulableLoss):
         epsilon: float = 1.0,
         ignore_class: int | None = None,
         prior: Sequence[float] | np.ndarray | None = None,
-        reduction: str | None = "sum_over_batch_size",
-        name: str = "smoothed_dice",
-        dtype: Any = None,
+        **kwargs: Any,
     ):
         super().__init__(
-            {"label_smoothing": label_smoothing}, name=name, reduction=reduction, dtype=dtype
+            smoothed_dice,
+            {"label_smoothing": label_smoothing},
+            from_logits=bool(from_logits),
+            epsilon=_check_epsilon(epsilon),
+            ignore_class=check_ignore_class(ignore_class),
+            prior=validate_prior(prior, name="prior"),
+            **kwargs,
         )
-        self.from_logits = bool(from_logits)
-        self.epsilon = _check_epsilon(epsilon)
-        self.ignore_class = check_ignore_class(ignore_class)
-        self.prior = validate_prior(prior, name="prior")
-
-    def call(self, y_true: Any, y_pred: Any) -> Any:
-        return smoothed_dice(
-            y_true,
-            y_pred,
-            self.factor("label_smoothing", y_pred.dtype),
-            from_logits=self.from_logits,
-            epsilon=self.epsilon,
-            ignore_class=self.ignore_class,
-            prior=self.prior,
-        )
-
-    def get_config(self) -> dict:
-        config = super().get_config()
-        config.update(
-            {
-                "from_logits": self.from_logits,
-                "epsilon": self.epsilon,
-                "ignore_class": self.ignore_class,
-                "prior": None if self.prior is None else self.prior.tolist(),
-            }
-        )
-        return config

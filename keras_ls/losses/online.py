@@ -23,7 +23,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_ls.losses._base import Hyperparameter, SchedulableLoss
+from keras_ls.losses._base import LabelSmoothingLoss
 from keras_ls.losses._labels import canonicalize, check_ignore_class, log_probs
 from keras_ls.smoothing import mix, validate_factor
 
@@ -218,7 +218,7 @@ class OnlineSoftTargets(keras.metrics.Metric):
 
 
 @keras.saving.register_keras_serializable(package="keras_ls")
-class OnlineSmoothedCE(SchedulableLoss):
+class OnlineSmoothedCE(LabelSmoothingLoss):
     """Cross-entropy toward online, per-class soft labels (Zhang et al. 2021).
 
     ``loss = (1 - a) * CE(onehot(y), p) + a * CE(S[y], p)`` where ``S`` is the soft-label
@@ -258,9 +258,6 @@ class OnlineSmoothedCE(SchedulableLoss):
     ```
     """
 
-    schedulable = ("label_smoothing",)
-    label_smoothing = Hyperparameter("The weight ``a`` of the soft-label term, in ``[0, 1]``.")
-
     def __init__(
         self,
         num_classes: int,
@@ -269,23 +266,23 @@ class OnlineSmoothedCE(SchedulableLoss):
         initial_smoothing: float = 0.1,
         from_logits: bool = False,
         ignore_class: int | None = None,
-        reduction: str | None = "sum_over_batch_size",
-        name: str = "online_smoothed_ce",
-        dtype: Any = None,
+        **kwargs: Any,
     ):
         num_classes = _check_num_classes(num_classes)
         super().__init__(
-            {"label_smoothing": label_smoothing}, name=name, reduction=reduction, dtype=dtype
+            online_smoothed_crossentropy,
+            {"label_smoothing": label_smoothing},
+            from_logits=bool(from_logits),
+            ignore_class=check_ignore_class(ignore_class),
+            **kwargs,
         )
         self.num_classes = num_classes
-        self.from_logits = bool(from_logits)
-        self.ignore_class = check_ignore_class(ignore_class)
         self.targets = OnlineSoftTargets(
             num_classes,
             initial_smoothing,
             from_logits=from_logits,
             ignore_class=self.ignore_class,
-            name=f"{name}_targets" if name != "online_smoothed_ce" else "online_ls",
+            name=f"{self.name}_targets" if self.name != "online_smoothed_ce" else "online_ls",
         )
 
     @property
@@ -310,11 +307,11 @@ class OnlineSmoothedCE(SchedulableLoss):
 
     def call(self, y_true: Any, y_pred: Any) -> Any:
         self._check_classes(y_pred)
-        return online_smoothed_crossentropy(
+        return self.fn(
             y_true,
             y_pred,
             self.targets.soft_targets.value,
-            self.factor("label_smoothing", y_pred.dtype),
+            self.factor("label_smoothing", "float32"),
             from_logits=self.from_logits,
             ignore_class=self.ignore_class,
         )
@@ -342,11 +339,6 @@ class OnlineSmoothedCE(SchedulableLoss):
     def get_config(self) -> dict:
         config = super().get_config()
         config.update(
-            {
-                "num_classes": self.num_classes,
-                "initial_smoothing": self.initial_smoothing,
-                "from_logits": self.from_logits,
-                "ignore_class": self.ignore_class,
-            }
+            {"num_classes": self.num_classes, "initial_smoothing": self.initial_smoothing}
         )
         return config
