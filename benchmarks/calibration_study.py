@@ -382,10 +382,7 @@ def run_study(
                     model = build_model(model_name)
                     loss, callbacks = ARMS[arm_name].make(ctx)
                     model.compile(
-                        optimizer=keras.optimizers.Adam(config.learning_rate),
-                        loss=loss,
-                        # Online label smoothing collects its statistics in a metric.
-                        metrics=[loss.targets] if hasattr(loss, "targets") else None,
+                        optimizer=keras.optimizers.Adam(config.learning_rate), loss=loss
                     )
                     hist = model.fit(
                         x_train, y_fit, batch_size=batch_size, epochs=epochs,

@@ -101,7 +101,7 @@ def test_image_classification(tmp_path: Path) -> None:
 
 def test_seq2seq_padding(tmp_path: Path) -> None:
     stdout = run_script(
-        [str(EXAMPLES / "seq2seq_padding.py"), "--epochs", "1", "--n-train", "512",
+        [str(EXAMPLES / "seq2seq_padding.py"), "--epochs", "3", "--n-train", "512",
          "--n-test", "128", "--units", "32"],
         cwd=tmp_path,
     )
@@ -114,6 +114,9 @@ def test_seq2seq_padding(tmp_path: Path) -> None:
     # After training the model puts mass on EOS/PAD differently from the real
     # tokens, so counting PAD as a class changes the value.
     assert abs(checks[1]["naive"] - checks[1]["loss"]) > 1e-3
+    # the loop of fit(epochs=1) calls followed the 0.1 -> 0 schedule
+    (sched,) = [m for tag, m in res if tag == "schedule"]
+    assert [sched[f"fit{i}"] for i in range(3)] == [0.1, 0.05, 0.0]
     final = [m for tag, m in res if tag == ""][-1]
     assert 0.0 <= final["sequence_accuracy"] <= final["token_accuracy"] <= 1.0
 
