@@ -239,7 +239,7 @@ def from_name(name: str, start: float, end: float, steps: int) -> SmoothingSched
 
     Example:
 
-    >>> from_name("cosine", 0.1, 0.0, steps=10)(5)
+    >>> round(from_name("cosine", 0.1, 0.0, steps=10)(5), 12)
     0.05
     """
     key = canonical_name(name)
