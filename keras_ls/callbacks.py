@@ -123,7 +123,7 @@ class SmoothingScheduler(keras.callbacks.Callback):
         self._epoch_start = 0  # optimizer.iterations at the current epoch's start
         self._steps_per_epoch: int | None = None
         self._in_fit = False
-        self._plan_start, self._plan_values = 0, []
+        self._plan: tuple[int, list[float]] = (0, [])  # (first step, values), read atomically
         self.value: float | None = None
 
     # -- set-up ----------------------------------------------------------------------------
@@ -179,7 +179,7 @@ class SmoothingScheduler(keras.callbacks.Callback):
                 state = loss.hyperparameter_state
                 per_step = int(ops.convert_to_numpy(state.calls_per_step.value))
                 state.calls.assign(self._epoch_start * per_step)
-            self._plan(self._epoch_start)
+            self._make_plan(self._epoch_start)
             return
         steps = self._steps_per_epoch
         index = self._epoch_start // steps if steps else int(epoch)
@@ -194,11 +194,12 @@ class SmoothingScheduler(keras.callbacks.Callback):
             return
         # `batch` counts from the epoch start (per execution with steps_per_execution).
         step = self._epoch_start + int(batch)
-        if not self._plan_start <= step < self._plan_start + len(self._plan_values):
+        start, values = self._plan
+        if not start <= step < start + len(values):
             if keras.backend.backend() == "jax":
                 self.model.jax_state_sync()  # mid-epoch, the state lives outside the variables
-            self._plan(step)
-        self.value = self._plan_values[step - self._plan_start]
+            self._make_plan(step)
+        self.value = self._value_at(step)
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         if not self._steps_per_epoch:  # unknown length: learn it from the first epoch
@@ -206,8 +207,17 @@ class SmoothingScheduler(keras.callbacks.Callback):
             self._steps_per_epoch = done if done > 0 else None
         self._log(logs)
 
+    #: Keras runs batch-end hooks asynchronously (no device sync per step on JAX and torch)
+    #: only if every callback says it is safe. Ours only writes the step's value, a
+    #: function of `batch`, into the logs.
+    async_safe = True
+
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
-        self._log(logs)
+        if logs is not None and self._targets and self.value is not None:
+            step = self._epoch_start + int(batch)
+            value = self._value_at(step) if self.update == "batch" else self.value
+            for _, name in self._targets:
+                logs[name] = value
 
     # -- validation ------------------------------------------------------------------------
     def on_test_begin(self, logs: dict | None = None) -> None:
@@ -243,13 +253,19 @@ class SmoothingScheduler(keras.callbacks.Callback):
                 loss.hyperparameter_state.set(name, value)
         self.value = value
 
-    def _plan(self, start: int) -> None:
+    def _make_plan(self, start: int) -> None:
         """The values of steps ``start, start + 1, ...``, for the compiled step to look up."""
         values = [_schedules.evaluate(self.schedule, start + i) for i in range(PLAN_LENGTH)]
         for loss, name in self._targets:
             loss.hyperparameter_state.set_plan(name, start, values)
-        self._plan_start, self._plan_values = start, values
+        self._plan = (start, values)
         self.value = values[0]
+
+    def _value_at(self, step: int) -> float:
+        start, values = self._plan
+        if start <= step < start + len(values):
+            return values[step - start]
+        return _schedules.evaluate(self.schedule, step)
 
 
 class OnlineLabelSmoothing(keras.callbacks.Callback):
