@@ -4,8 +4,9 @@
 :class:`ClasswiseCalibrationError` accumulate the per-bin sums of
 :func:`keras_ls.calibration.calibration_bins` batch by batch and turn them into
 a measure with the formulas of :mod:`keras_ls.calibration` (one binning rule,
-one place for the formulas). Each update is O(batch): a bin index per
-probability, then one weighted bincount / segment sum per accumulator.
+one place for the formulas). Each update is O(batch): an O(1) bin index per
+probability, then one scatter-add (weighted bincount) per accumulator -- no
+``(batch, num_bins)`` one-hot.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ __all__ = ["ClasswiseCalibrationError", "ExpectedCalibrationError", "MaximumCali
 
 # Most segments (lanes x columns x bins) one update scatters into; see _lanes.
 _SEGMENT_BUDGET = 2**16
-# keras.ops.scatter_update(..., reduction="add") exists (Keras >= 3.14).
+# keras.ops.scatter_update(..., reduction="add") exists (recent Keras, e.g. 3.15).
 _SCATTER_ADD = "reduction" in inspect.signature(ops.scatter_update).parameters
 
 
@@ -113,7 +114,6 @@ class _CalibrationMetric(keras.metrics.Metric):
         self.multi_label = check_bool(multi_label, "multi_label")
         # The bins of keras_ls.calibration: each bin's lower and upper edge.
         self._lower_edges, self._upper_edges = uniform_edge_tables(self.num_bins)
-        self._centres = tuple((i + 0.5) / self.num_bins for i in range(self.num_bins))
         self._num_columns = None
         self._graph_updates = {}  # eager TF: input signature -> tf.function
         if not (self.multi_label or self._classwise):
@@ -388,8 +388,8 @@ class _CalibrationMetric(keras.metrics.Metric):
         """This batch's counts, confidence sums and hit sums, each of the variables' shape.
 
         Confidences are summed as offsets from their bin's centre (at most half a
-        bin width): float32 sums of many similar values drift far less, and the
-        centres come back exactly as ``count * centre``.
+        bin width), so that float32 sums of many similar values drift far less;
+        the centres come back as ``count * centre`` (one rounding).
         """
         m = self.num_bins
         num_columns = conf.shape[-1]
@@ -397,8 +397,10 @@ class _CalibrationMetric(keras.metrics.Metric):
         lane = ops.arange(ops.shape(conf)[0], dtype="int32") % lanes
         column = ops.arange(num_columns, dtype="int32") * m
         index = self._bin_index(conf)
-        centres = ops.convert_to_tensor(self._centres, dtype=conf.dtype)
-        offsets = conf - ops.take(centres, index)
+        # Bin centres (i + 1/2) / M, by the same formula per sample and per bin (no
+        # gather; exactness is not needed, only the same value in both places).
+        offsets = conf - (ops.cast(index, conf.dtype) + 0.5) * (1.0 / m)
+        centres = (ops.arange(m, dtype=self.dtype) + 0.5) * (1.0 / m)
         # Segment (column, bin, lane), lane last so that lanes are summed along the
         # innermost axis (a pairwise reduction on every backend).
         segment = ops.reshape((column[None, :] + index) * lanes + lane[:, None], (-1,))
@@ -415,7 +417,7 @@ class _CalibrationMetric(keras.metrics.Metric):
         counts = binned(weight)
         offset_sums = binned(ops.reshape(offsets, (-1,)))
         hit_sums = binned(ops.reshape(hits, (-1,)))
-        conf_sums = counts * ops.cast(centres, self.dtype) + offset_sums
+        conf_sums = counts * centres + offset_sums
         return [ops.reshape(v, self.counts.shape) for v in (counts, conf_sums, hit_sums)]
 
     def _accumulate(self, batch: list) -> None:
