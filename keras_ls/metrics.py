@@ -98,6 +98,7 @@ class _CalibrationMetric(keras.metrics.Metric):
 
     _measure = "ece"
     _classwise = False
+    _default_name = "ece"
 
     def __init__(
         self,
@@ -108,7 +109,7 @@ class _CalibrationMetric(keras.metrics.Metric):
         *,
         multi_label: bool = False,
     ) -> None:
-        super().__init__(name=name, dtype=dtype)
+        super().__init__(name=name or self._default_name, dtype=dtype)
         self.num_bins = validate_num_bins(num_bins)
         self.from_logits = check_bool(from_logits, "from_logits")
         self.multi_label = check_bool(multi_label, "multi_label")
@@ -372,8 +373,9 @@ class _CalibrationMetric(keras.metrics.Metric):
             valid = ops.all(conf == conf)  # NaN logits
         else:
             row_sums = ops.sum(x, axis=-1)
+            # all(...), not amin: the batch may be empty.
             valid = ops.logical_and(
-                ops.amin(x) >= 0, ops.all(ops.abs(row_sums - 1.0) <= tolerance)
+                ops.all(x >= 0), ops.all(ops.abs(row_sums - 1.0) <= tolerance)
             )
         return conf, hits, ops.logical_not(ops.logical_and(valid, valid_labels))
 
@@ -474,7 +476,8 @@ class ExpectedCalibrationError(_CalibrationMetric):
         num_bins: Number of equal-width confidence bins ``M >= 1``.
         from_logits: Whether ``y_pred`` holds logits (softmax, or sigmoid for
             one column and with ``multi_label=True``).
-        name: (Optional) string name of the metric instance.
+        name: (Optional) string name of the metric instance; ``"ece"`` by
+            default.
         dtype: (Optional) data type of the accumulators and of the result.
         multi_label: Whether the columns of ``y_pred`` are independent sigmoid
             outputs. The accumulators then get one row per label, created at
@@ -511,17 +514,7 @@ class ExpectedCalibrationError(_CalibrationMetric):
     """
 
     _measure = "ece"
-
-    def __init__(
-        self,
-        num_bins: int = 15,
-        from_logits: bool = False,
-        name: str = "ece",
-        dtype: Any = None,
-        *,
-        multi_label: bool = False,
-    ) -> None:
-        super().__init__(num_bins, from_logits, name, dtype, multi_label=multi_label)
+    _default_name = "ece"
 
 
 @keras.saving.register_keras_serializable(package="keras_ls")
@@ -534,13 +527,8 @@ class MaximumCalibrationError(_CalibrationMetric):
     labels of their MCE), and equal to
     :func:`keras_ls.calibration.maximum_calibration_error`.
 
-    Args:
-        num_bins: Number of equal-width confidence bins ``M >= 1``.
-        from_logits: Whether ``y_pred`` holds logits.
-        name: (Optional) string name of the metric instance.
-        dtype: (Optional) data type of the accumulators and of the result.
-        multi_label: Whether the columns of ``y_pred`` are independent sigmoid
-            outputs.
+    Args: those of :class:`ExpectedCalibrationError`; ``name`` is
+    ``"mce"`` by default.
 
     Example:
 
@@ -551,17 +539,7 @@ class MaximumCalibrationError(_CalibrationMetric):
     """
 
     _measure = "mce"
-
-    def __init__(
-        self,
-        num_bins: int = 15,
-        from_logits: bool = False,
-        name: str = "mce",
-        dtype: Any = None,
-        *,
-        multi_label: bool = False,
-    ) -> None:
-        super().__init__(num_bins, from_logits, name, dtype, multi_label=multi_label)
+    _default_name = "mce"
 
 
 @keras.saving.register_keras_serializable(package="keras_ls")
@@ -577,13 +555,8 @@ class ClasswiseCalibrationError(_CalibrationMetric):
     The accumulators have one row per class (shape ``(K, num_bins)``),
     created at the first update; each update bins all ``B x K`` probabilities.
 
-    Args:
-        num_bins: Number of equal-width bins ``M >= 1``.
-        from_logits: Whether ``y_pred`` holds logits.
-        name: (Optional) string name of the metric instance.
-        dtype: (Optional) data type of the accumulators and of the result.
-        multi_label: Whether the columns of ``y_pred`` are independent sigmoid
-            outputs.
+    Args: those of :class:`ExpectedCalibrationError`; ``name`` is
+    ``"classwise_ece"`` by default.
 
     Example:
 
@@ -597,14 +570,4 @@ class ClasswiseCalibrationError(_CalibrationMetric):
 
     _measure = "ece"
     _classwise = True
-
-    def __init__(
-        self,
-        num_bins: int = 15,
-        from_logits: bool = False,
-        name: str = "classwise_ece",
-        dtype: Any = None,
-        *,
-        multi_label: bool = False,
-    ) -> None:
-        super().__init__(num_bins, from_logits, name, dtype, multi_label=multi_label)
+    _default_name = "classwise_ece"

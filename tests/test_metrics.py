@@ -138,6 +138,16 @@ def test_mce_and_classwise_streamed_equal_numpy(cls, from_logits, weighted):
         np.testing.assert_allclose(got_v, want_v, atol=1e-5)
 
 
+@pytest.mark.parametrize("cls", list(METRICS))
+def test_empty_batch_adds_nothing(cls):
+    m = cls(num_bins=5)
+    m.update_state([0, 1], [[0.9, 0.1], [0.8, 0.2]])
+    before = float(m.result())
+    m.update_state(ops_tensor(np.zeros(0, "int32")), ops_tensor(np.zeros((0, 2), "float32")))
+    m.update_state(np.zeros(0, "int32"), np.zeros((0, 2), "float32"))
+    assert float(m.result()) == before
+
+
 def test_float64_agreement_at_scale():
     """2e5 rows, in one update and in 20: within 1e-6 of the float64 function (float32 state)."""
     labels, _, probs, weights = make_data(seed=4, n=200_000, k=10)
@@ -518,6 +528,10 @@ bad = ExpectedCalibrationError(8)
 bad.update_state(keras.ops.convert_to_tensor(labels),
                  keras.ops.convert_to_tensor(np.full((96, 4), 0.5, "float32")))
 out["bad rows give NaN"] = bool(np.isnan(float(bad.result())))
+for cls in CLASSES:  # an empty batch adds nothing (and does not fail)
+    m = cls(8)
+    m.update_state(np.zeros(0, "int32"), np.zeros((0, 4), "float32"))
+    out[cls.__name__ + " empty"] = float(m.result())
 
 def fit_evaluate(metrics):
     keras.utils.set_random_seed(0)
@@ -589,6 +603,7 @@ def test_other_backends(backend):
             assert value == pytest.approx(fn(labels, logits, 8, from_logits=True), abs=ATOL)
             assert graphs == 1
     assert out["bad rows give NaN"] is True
+    assert all(out[cls.__name__ + " empty"] == 0.0 for cls in METRICS)
     if backend == "torch":
         # fit + evaluate: Keras' own graph breaks (backward, ...) and nothing more.
         assert out["graphs with"] == out["graphs without"]
