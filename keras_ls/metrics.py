@@ -354,13 +354,13 @@ class _CalibrationMetric(keras.metrics.Metric):
             # top_k in TF graphs without XLA only: there TF's argmax makes four extra
             # passes (Keras' -0.0 fix) where top_k is one kernel that, like
             # np.argmax, puts the lower index first among ties. XLA's top_k is a slow
-            # sort, and torch.topk does not order ties by index.
+            # sort, and torch.topk does not order ties by index. (amax, not max: Keras'
+            # torch max breaks a torch.compile graph.)
             if top_k:
                 top, pred = ops.top_k(x, 1)
                 top, pred = top[:, 0], pred[:, 0]
             else:
-                pred = ops.argmax(x, axis=-1)
-                top = ops.take_along_axis(x, ops.expand_dims(pred, -1), axis=-1)[:, 0]
+                top, pred = ops.amax(x, axis=-1), ops.argmax(x, axis=-1)
             # max softmax = 1 / sum_k exp(z_k - max z): no (B, K) division.
             conf = 1.0 / ops.sum(ops.exp(x - top[:, None]), axis=-1) if self.from_logits else top
             hits = ops.cast(ops.equal(ops.cast(pred, "int32"), labels), self.dtype)
