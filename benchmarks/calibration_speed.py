@@ -7,7 +7,8 @@ seed), in one process, timed in interleaved repetitions (medians):
   ``netcal.metrics.ECE(bins=15).measure`` (numpy, float64);
 - **metric update**: ``keras_ls.ExpectedCalibrationError.update_state`` on the
   TensorFlow backend, eager (one call on all rows, and 100 calls of 10k rows)
-  and inside a ``tf.function(jit_compile=True)`` step as in ``fit``, against
+  and inside a ``tf.function`` step as in ``fit`` (plain graph, Keras' default
+  on CPU, and ``jit_compile=True``), against
   ``torchmetrics.classification.MulticlassCalibrationError.update`` with the same
   splits (torch tensors; torchmetrics keeps the rows and bins them in
   ``compute()``, so its ``update + compute`` is reported too);
@@ -135,22 +136,24 @@ def keras_metric_cases(probs: np.ndarray, labels: np.ndarray) -> tuple[dict, dic
     if backend == "tensorflow":
         import tensorflow as tf
 
-        compiled = ExpectedCalibrationError(NUM_BINS)
-        step = tf.function(compiled.update_state, jit_compile=True)
+        # Inside a step function, as in fit: a plain graph (Keras' default on CPU) and XLA.
+        for mode, jit in (("graph", False), ("XLA", True)):
+            metric = ExpectedCalibrationError(NUM_BINS)
+            step = tf.function(metric.update_state, jit_compile=jit)
 
-        def xla_one_call():
-            compiled.reset_state()
-            step(y, p)
+            def step_one_call(metric=metric, step=step):
+                metric.reset_state()
+                step(y, p)
 
-        def xla_batches():
-            compiled.reset_state()
-            for yb, pb in splits:
-                step(yb, pb)
+            def step_batches(metric=metric, step=step):
+                metric.reset_state()
+                for yb, pb in splits:
+                    step(yb, pb)
 
-        cases["update in XLA step, 1 call"] = xla_one_call
-        cases[f"update in XLA step, {len(splits)} calls"] = xla_batches
-        xla_one_call()
-        values["ece, XLA step"] = sync(compiled)
+            cases[f"update in {mode} step, 1 call"] = step_one_call
+            cases[f"update in {mode} step, {len(splits)} calls"] = step_batches
+            step_one_call()
+            values[f"ece, {mode} step"] = sync(metric)
     one_call(ece)
     values["ece, 1 call"] = sync(ece)
     batches(ece)
@@ -296,6 +299,10 @@ def markdown(result: dict) -> str:
              "update, 1 call", met, one),
         _row(f"`ExpectedCalibrationError.update_state`, TF eager, {calls} calls", met,
              f"update, {calls} calls", met, many),
+        _row("`update_state` in a `tf.function` step (no XLA), 1 call", met,
+             "update in graph step, 1 call", met, one),
+        _row(f"`update_state` in a `tf.function` step (no XLA), {calls} calls", met,
+             f"update in graph step, {calls} calls", met, many),
         _row("`update_state` in a `tf.function(jit_compile=True)` step, 1 call", met,
              "update in XLA step, 1 call", met, one),
         _row(f"`update_state` in a `tf.function(jit_compile=True)` step, {calls} calls", met,

@@ -51,7 +51,7 @@ def _lanes(num_samples: Any, num_segments: int) -> int:
 
 
 def _uncompiled_kernels() -> bool:
-    """Whether this update runs op by op (eager torch) or in our own TF graph.
+    """Whether this update runs op by op or in a TF graph without XLA.
 
     Then the kernels that are fastest there are used (see ``_scatter_add`` and
     ``_read_softmax``); compiled code (XLA, ``jax.jit``, ``torch.compile``) gets
@@ -61,12 +61,28 @@ def _uncompiled_kernels() -> bool:
     if backend == "tensorflow":
         import tensorflow as tf
 
-        return tf.executing_eagerly()
+        return tf.executing_eagerly() or not _tf_xla_context()
     if backend == "torch":
         import torch
 
         return not torch.compiler.is_compiling()
     return False
+
+
+def _tf_xla_context() -> bool:
+    """Whether TF is tracing for XLA (``jit_compile=True``, Keras' or the user's)."""
+    try:  # the test tf.function itself uses; private, hence the fallback
+        from tensorflow.python.framework import ops as tf_ops
+        from tensorflow.python.ops import control_flow_util
+    except ImportError:  # cannot tell: the kernels that compile everywhere
+        return True
+    return bool(control_flow_util.GraphOrParentsInXlaContext(tf_ops.get_default_graph()))
+
+
+def _executing_eagerly_tf() -> bool:
+    import tensorflow as tf
+
+    return tf.executing_eagerly()
 
 
 def _scatter_add(ids: Any, data: Any, length: int, uncompiled: bool) -> Any:
@@ -222,7 +238,7 @@ class _CalibrationMetric(keras.metrics.Metric):
                 f"received shape {tuple(y_pred.shape)}."
             )
         uncompiled = _uncompiled_kernels()
-        if uncompiled and keras.backend.backend() == "tensorflow":
+        if keras.backend.backend() == "tensorflow" and uncompiled and _executing_eagerly_tf():
             self._tf_graph_update(y_true, y_pred, sample_weight)
         else:
             self._update(y_true, y_pred, sample_weight, uncompiled=uncompiled)
