@@ -51,6 +51,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = Path(__file__).resolve().parents[1]
 NUM_BINS = 15
 BATCH = 10_000
+PAUSE_S = 0.3  # before each timed call, see interleaved()
 
 
 def make_data(n: int, k: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -87,7 +88,9 @@ def interleaved(cases: dict[str, Callable[[], Any]], reps: int) -> dict[str, flo
     """Median ms of each case, run in rotating order (one warm-up call each first).
 
     The minimum of each case is stored too, under ``"<case> (min)"``: on a shared
-    machine it is the less noisy of the two.
+    machine it is the less noisy of the two. A pause before each timed call lets
+    the worker threads of the framework that ran last (TF's and torch's pools
+    spin a while after work) go idle, so that they do not slow the next case.
     """
     names = list(cases)
     for name in names:
@@ -95,6 +98,7 @@ def interleaved(cases: dict[str, Callable[[], Any]], reps: int) -> dict[str, flo
     times: dict[str, list[float]] = {name: [] for name in names}
     for r in range(reps):
         for name in names[r % len(names):] + names[: r % len(names)]:
+            time.sleep(PAUSE_S)
             t0 = time.perf_counter()
             cases[name]()
             times[name].append(time.perf_counter() - t0)
