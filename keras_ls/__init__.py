@@ -31,6 +31,8 @@ _LAZY = {
     "SmoothingScheduler": "keras_ls.callbacks",
     "OnlineLabelSmoothing": "keras_ls.callbacks",
     "ExpectedCalibrationError": "keras_ls.metrics",
+    "MaximumCalibrationError": "keras_ls.metrics",
+    "ClasswiseCalibrationError": "keras_ls.metrics",
 }
 _SUBMODULES = (
     "smoothing",
