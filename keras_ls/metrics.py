@@ -520,9 +520,13 @@ class ExpectedCalibrationError(_CalibrationMetric):
     Usage with `compile()` API:
 
     ```python
+    x, y = np.random.rand(256, 8), np.random.randint(0, 3, 256)
+    model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(3)])
     model.compile(optimizer="adam",
-                  loss="sparse_categorical_crossentropy",
-                  metrics=["accuracy", keras_ls.ExpectedCalibrationError()])
+                  loss=keras_ls.SmoothedCE(0.1, from_logits=True),
+                  metrics=["accuracy", keras_ls.ExpectedCalibrationError(from_logits=True)])
+    history = model.fit(x, y, epochs=2, verbose=0)
+    print(history.history["ece"])
     ```
 
     (Keras passes ``sample_weight`` / ``class_weight`` only to
