@@ -98,20 +98,16 @@ class Constant(SmoothingSchedule):
 
 
 class _StartEnd(SmoothingSchedule):
-    """From ``start`` at step 0 to ``end`` at step ``steps``, then ``end``; the shape of the
-    path is ``_shape(t)`` for ``t`` in ``[0, 1]`` (0 at the start, 1 at the end)."""
+    """A path from ``start`` at step 0 to ``end`` at step ``steps``, then ``end``."""
 
     def __init__(self, start: float, end: float, steps: int):
         self.start = validate_factor(start, "start")
         self.end = validate_factor(end, "end")
         self.steps = _check_steps(steps)
 
-    def _shape(self, t: float) -> float:  # pragma: no cover - abstract
-        raise NotImplementedError
-
-    def __call__(self, step: int) -> float:
-        t = min(_check_step(step), self.steps) / self.steps
-        return self.start + (self.end - self.start) * self._shape(t)
+    def _progress(self, step: int) -> float:
+        """``t`` in ``[0, 1]``: how far along the path ``step`` is."""
+        return min(_check_step(step), self.steps) / self.steps
 
     def get_config(self) -> dict:
         return {"start": self.start, "end": self.end, "steps": self.steps}
@@ -123,15 +119,17 @@ class Linear(_StartEnd):
     ``Linear(0.2, 0.0, steps=10)(5) == 0.1``.
     """
 
-    def _shape(self, t: float) -> float:
-        return t
+    def __call__(self, step: int) -> float:
+        return self.start + (self.end - self.start) * self._progress(step)
 
 
 class Cosine(_StartEnd):
     """Half-cosine from ``start`` to ``end`` over ``steps`` steps, then ``end``."""
 
-    def _shape(self, t: float) -> float:
-        return 0.5 * (1.0 - math.cos(math.pi * t))
+    def __call__(self, step: int) -> float:
+        # Written from `end`, so that the last step gives `end` exactly.
+        cos = math.cos(math.pi * self._progress(step))
+        return self.end + (self.start - self.end) * 0.5 * (1.0 + cos)
 
 
 class Piecewise(SmoothingSchedule):
@@ -239,7 +237,7 @@ def from_name(name: str, start: float, end: float, steps: int) -> SmoothingSched
 
     Example:
 
-    >>> round(from_name("cosine", 0.1, 0.0, steps=10)(5), 12)
+    >>> from_name("cosine", 0.1, 0.0, steps=10)(5)
     0.05
     """
     key = canonical_name(name)
