@@ -1,0 +1,77 @@
+"""TensorFlow: label-smoothed sparse cross-entropy with ``tf.custom_gradient``.
+
+The forward keeps ``e = exp(z - max)`` (one logits-sized buffer, as TF's own
+sparse CE keeps ``softmax - onehot``) and sums ``z - max`` for the smoothing
+term, so that no sum sees the raw logit offset: equal logits of 1e4 give
+``ln 2`` exactly. The gradient ``softmax - (1 - a) onehot - a prior`` is one
+expression over ``e``; the ``-(1 - a)`` at the label is, in graph mode, an
+in-place scatter onto the N label positions and, under XLA, an
+``iota == label`` comparison that XLA fuses into the same loop, so only the
+gradient buffer is materialised in either case.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from keras_ls._backend.common import combine, compute_dtype_name
+
+
+def _in_xla_context() -> bool:
+    """True while tracing inside ``jit_compile=True`` (TF's own check)."""
+    try:
+        from tensorflow.python.ops import control_flow_util
+
+        return bool(control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph()))
+    except Exception:  # noqa: BLE001 - private API moved: the scatter works everywhere
+        return False
+
+
+def sparse_smoothed_crossentropy(
+    logits: Any, labels: Any, label_smoothing: Any, prior: np.ndarray | None = None
+) -> tf.Tensor:
+    """See :func:`keras_ls._backend.sparse_smoothed_crossentropy`."""
+    z = tf.convert_to_tensor(logits)
+    compute = compute_dtype_name(z.dtype.name)
+    shape = tf.shape(z)[:-1]
+    num_classes = tf.shape(z)[-1]
+    # The upcast stays outside the custom gradient: tf.cast's own gradient
+    # returns the float32 gradient in the logits' dtype.
+    z = tf.cast(tf.reshape(z, tf.stack([-1, num_classes])), compute)
+    y = tf.reshape(tf.cast(labels, tf.int32), [-1])
+    # `a` is a constant of the gradient: the factor is never trained.
+    a = tf.stop_gradient(tf.cast(label_smoothing, compute))
+    prior_t = None if prior is None else tf.constant(prior, dtype=compute)
+    lowest = z.dtype.min
+    fused = _in_xla_context()
+
+    @tf.custom_gradient
+    def kernel(z: tf.Tensor) -> tuple[tf.Tensor, Any]:
+        m = tf.reduce_max(z, axis=-1)
+        d = z - m[:, None]  # max-shifted: no sum ever sees the raw offset
+        e = tf.exp(d)
+        s = tf.reduce_sum(e, axis=-1)
+        ls = tf.math.log(s)
+        d_y = tf.gather(z, y, batch_dims=1) - m
+        if prior_t is None:
+            q = tf.reduce_mean(d, axis=-1)
+        else:
+            # clamp: a -inf log-probability times a zero prior weight is 0, not NaN.
+            q = tf.linalg.matvec(tf.maximum(d, lowest), prior_t)
+        loss = combine(d_y - ls, q - ls, a, lowest, tf.maximum)
+
+        def grad(g: tf.Tensor) -> tf.Tensor:
+            p_term = a / tf.cast(num_classes, z.dtype) if prior_t is None else a * prior_t
+            dz = e * (g / s)[:, None] - p_term * g[:, None]
+            if fused:
+                hit = tf.equal(tf.range(num_classes, dtype=y.dtype)[None, :], y[:, None])
+                return dz - tf.cast(hit, z.dtype) * ((1.0 - a) * g)[:, None]
+            idx = tf.stack([tf.range(tf.shape(y)[0], dtype=y.dtype), y], axis=1)
+            return tf.tensor_scatter_nd_add(dz, idx, -(1.0 - a) * g)
+
+        return loss, grad
+
+    return tf.reshape(kernel(z), shape)
