@@ -24,14 +24,16 @@ def sparse_smoothed_crossentropy(
     k = ops.shape(z)[-1]
     z = ops.cast(ops.reshape(z, (-1, k)), compute)
     y = ops.cast(ops.reshape(ops.convert_to_tensor(labels), (-1,)), "int32")
-    a = ops.cast(label_smoothing, compute)
+    a = ops.convert_to_tensor(label_smoothing, dtype=compute)
     lowest = float(np.finfo(compute).min)
     m = ops.max(z, axis=-1, keepdims=True)
     d = z - m
     ls = ops.log(ops.sum(ops.exp(d), axis=-1))
     d_y = ops.take_along_axis(d, ops.expand_dims(y, -1), axis=-1)[:, 0]
+    # Weighted sums (d / K when uniform), which never overflow for finite logits;
+    # the clamp makes a -inf log-probability times a zero prior weight 0, not NaN.
     if prior is None:
-        q = ops.mean(d, axis=-1)
+        q = ops.sum(d * (1.0 / k), axis=-1)
     else:
         q = ops.matmul(ops.maximum(d, lowest), ops.convert_to_tensor(prior, dtype=compute))
     return ops.reshape(combine(d_y - ls, q - ls, a, lowest, ops.maximum), shape)

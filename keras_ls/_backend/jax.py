@@ -33,11 +33,11 @@ def _forward(z: jax.Array, y: jax.Array, a: jax.Array, prior: jax.Array | None) 
     d = z - m[:, None]  # max-shifted: no sum ever sees the raw offset
     e = jnp.exp(d)
     # clamp: a -inf log-probability times a zero prior weight is 0, not NaN.
-    w = d if prior is None else jnp.maximum(d, lowest) * prior
+    # Weighted before the sum (d / K when uniform), which therefore never
+    # overflows for finite logits.
+    w = d * (1.0 / z.shape[-1]) if prior is None else jnp.maximum(d, lowest) * prior
     zero = jnp.zeros((), z.dtype)
     s, q = jax.lax.reduce((e, w), (zero, zero), _add_pairs, (1,))
-    if prior is None:
-        q = q / z.shape[-1]
     ls = jnp.log(s)
     d_y = jnp.take_along_axis(z, y[:, None], axis=-1)[:, 0] - m
     loss = combine(d_y - ls, q - ls, a, lowest, jnp.maximum)

@@ -43,7 +43,9 @@ def sparse_smoothed_crossentropy(
     z = tf.cast(tf.reshape(z, tf.stack([-1, num_classes])), compute)
     y = tf.reshape(tf.cast(labels, tf.int32), [-1])
     # `a` is a constant of the gradient: the factor is never trained.
-    a = tf.stop_gradient(tf.cast(label_smoothing, compute))
+    # dtype_hint: a Python float goes straight to float64 logits' precision.
+    a = tf.convert_to_tensor(label_smoothing, dtype_hint=compute)
+    a = tf.stop_gradient(tf.cast(a, compute))
     prior_t = None if prior is None else tf.constant(prior, dtype=compute)
     lowest = z.dtype.min
     fused = _in_xla_context()
@@ -57,7 +59,9 @@ def sparse_smoothed_crossentropy(
         ls = tf.math.log(s)
         d_y = tf.gather(z, y, batch_dims=1) - m
         if prior_t is None:
-            q = tf.reduce_mean(d, axis=-1)
+            # sum of d / K, not reduce_mean: the sum alone can overflow when
+            # the spread of the logits nears the float range.
+            q = tf.linalg.matvec(d, tf.fill(num_classes[None], 1.0 / tf.cast(num_classes, z.dtype)))
         else:
             # clamp: a -inf log-probability times a zero prior weight is 0, not NaN.
             q = tf.linalg.matvec(tf.maximum(d, lowest), prior_t)

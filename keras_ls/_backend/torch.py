@@ -29,7 +29,9 @@ class _SparseSmoothedCE(torch.autograd.Function):
         lowest = torch.finfo(z.dtype).min
         lp_y = logp.gather(1, y[:, None]).squeeze(1)
         if prior is None:
-            lp_bar = logp.mean(dim=1)
+            # sum of logp / K, not mean(): the sum alone can overflow when the
+            # spread of the logits nears the float range (and gemv is faster).
+            lp_bar = torch.mv(logp, torch.full_like(logp[0], 1.0 / logp.shape[1]))
         else:
             # clamp: a -inf log-probability times a zero prior weight is 0, not NaN.
             lp_bar = torch.mv(logp.clamp(min=lowest), prior)
