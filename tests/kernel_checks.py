@@ -249,6 +249,28 @@ def compiled_modes(run):
 
 
 @check
+def large_k_smoothing_term(run):
+    """K = 4096, a = 1 (the smoothing term alone): float32-exact with or without an offset.
+
+    XLA paths sum raw logits when that is as exact and the max-shifted logits
+    otherwise (a common offset of 1e4 or -50); a raw sum at the 1e4 offset is
+    off by ~1e-4 relative, far outside this tolerance.
+    """
+    rng = np.random.default_rng(6)
+    base = rng.normal(size=(4, 4096)) * 3
+    y = rng.integers(0, 4096, 4)
+    prior = rng.dirichlet(np.ones(4096))
+    for offset in (0.0, 1e4, -50.0):
+        z = (base + offset).astype(np.float32)
+        for mode in run.modes:
+            for p in (None, prior):
+                out = run(z, y, 1.0, p, mode=mode)
+                loss, grad = reference(out["z"], y, 1.0, p)
+                _close(out["loss"], loss, 2e-6, 0, f"loss offset={offset} {mode}")
+                _close(out["grad"], grad, 1e-5, 1e-8, f"grad offset={offset} {mode}")
+
+
+@check
 def num_classes_1_and_2(run):
     """K = 1 gives 0 and a zero gradient; K = 2 matches the reference."""
     for a in (0.0, 0.1, 1.0):
@@ -284,14 +306,14 @@ def opposite_logits_1e4_exact(run):
 
 @check
 def float_extremes_never_nan(run):
-    """Logits up to +-3e38: exact while the row's spread fits in float32, finite beyond.
+    """Logits up to +-3e38: exact while ``sum(max - z)`` fits in float32, finite beyond.
 
-    Past the float32 range (``max - min > 3.4e38``) a log-probability term
-    saturates at -3.4e38 (the loss is then capped near ``a * 3.4e38`` or
-    ``(1 - a) * 3.4e38`` instead of the unrepresentable exact value).
+    Past that (e.g. a row spanning more than 3.4e38) a log-probability term
+    saturates at -3.4e38: the loss is then capped near ``a * 3.4e38`` or
+    ``(1 - a) * 3.4e38`` instead of an unrepresentable or lost exact value.
     """
     z = np.array(
-        [[3e38, 1e38, 0.0], [-3e38, -1e38, -2e38], [3e38, -3e38, 0.0], [-3e38, 3e38, 3e38]],
+        [[3e38, 2.5e38, 2e38], [-3e38, -2.5e38, -2e38], [3e38, -3e38, 0.0], [-3e38, 3e38, 3e38]],
         np.float32,
     )
     y = [1, 0, 0, 0]

@@ -20,6 +20,15 @@ def compute_dtype_name(dtype: str) -> str:
         ) from None
 
 
+# The smoothing term <prior, z - max> may be summed over the raw logits
+# (<prior, z> - max: a plain, fast reduction on XLA:CPU) only when every row has
+# |max| <= RAW_SUM_GUARD * <prior, max - z>. The raw sum's rounding error is
+# then at most (1 + RAW_SUM_GUARD) times the shifted sum's, both float32
+# rounding of the logits' spread; a large common offset (equal logits at 1e4,
+# logits drifting together) fails the guard and gets the shifted sum.
+RAW_SUM_GUARD = 4.0
+
+
 def combine(lp_y: Any, lp_bar: Any, a: Any, lowest: float, maximum: Any) -> Any:
     """``-mix(log p_y, <prior, log p>, a)`` from the two per-row terms.
 

@@ -30,10 +30,9 @@ def sparse_smoothed_crossentropy(
     d = z - m
     ls = ops.log(ops.sum(ops.exp(d), axis=-1))
     d_y = ops.take_along_axis(d, ops.expand_dims(y, -1), axis=-1)[:, 0]
-    # Weighted sums (d / K when uniform), which never overflow for finite logits;
-    # the clamp makes a -inf log-probability times a zero prior weight 0, not NaN.
+    # The clamp makes a -inf log-probability times a zero prior weight 0, not NaN.
     if prior is None:
-        q = ops.sum(d * (1.0 / k), axis=-1)
+        q = ops.mean(d, axis=-1)
     else:
         q = ops.matmul(ops.maximum(d, lowest), ops.convert_to_tensor(prior, dtype=compute))
     return ops.reshape(combine(d_y - ls, q - ls, a, lowest, ops.maximum), shape)
