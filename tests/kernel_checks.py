@@ -116,9 +116,16 @@ class Runner:
             (grad,) = vjp(wt.astype(loss.dtype))
             return loss, grad
 
-        if mode == "jit":
-            step = jax.jit(step)
-        loss, grad = step(zt, jnp.asarray(y), jnp.asarray(w, jnp.float32))
+        def jitted(zt, yt, wt):  # jax.grad inside jax.jit, as a train step does
+            def total(v):
+                loss = self.kernel(v, yt, at, prior)
+                return jnp.sum(wt.astype(loss.dtype) * loss), loss
+
+            grad, loss = jax.jit(jax.grad(total, has_aux=True))(zt)
+            return loss, grad
+
+        run = jitted if mode == "jit" else step
+        loss, grad = run(zt, jnp.asarray(y), jnp.asarray(w, jnp.float32))
         return _out(loss, grad, loss.dtype.name, grad.dtype.name, zt)
 
     def _torch(self, z, y, a, prior, w, dtype, mode, a_tensor):
@@ -194,8 +201,9 @@ def check(fn):
 
 @st.composite
 def _problem(draw):
-    n = draw(st.integers(1, 5))
-    k = draw(st.sampled_from([1, 2, 3, 7, 33]))
+    # few distinct shapes: each one compiles anew on JAX
+    n = draw(st.sampled_from([1, 3]))
+    k = draw(st.sampled_from([1, 2, 7, 33]))
     scale = draw(st.sampled_from([0.1, 3.0, 50.0]))
     offset = draw(st.sampled_from([0.0, -30.0, 1e4]))
     seed = draw(st.integers(0, 2**16))
