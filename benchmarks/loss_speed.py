@@ -2,7 +2,8 @@
 
 One process per Keras backend (``--backend all`` spawns one for each), integer
 labels, the variants of a backend run side by side in that process, interleaved
-(the order rotates every repetition), median of ``--reps``. Ours is measured
+(the order rotates every round); times are medians of ``--reps`` rounds and
+ratios the median of the per-round ratios (robust to other processes' load). Ours is measured
 twice: the public ``keras_ls.SmoothedCE(0.1, from_logits=True)`` through
 ``Loss.__call__`` (what users run) and the raw kernel
 ``keras_ls._backend.sparse_smoothed_crossentropy(...).mean()``, so that the
@@ -29,6 +30,7 @@ Loss-level overhead is visible.
     python benchmarks/loss_speed.py                      # all three backends (~15 min)
     python benchmarks/loss_speed.py --backend torch      # one backend
     python benchmarks/loss_speed.py --quick              # small smoke run
+    python benchmarks/loss_speed.py --torch-threads 1    # stable torch timings on a busy machine
 
 Writes ``benchmarks/results/loss_speed.{json,md}`` (``--backend all``) or
 ``loss_speed_<backend>.{json,md}`` (one backend); ``--quick`` adds ``_quick``.
@@ -58,8 +60,8 @@ SMOOTHING = 0.1
 # ----------------------------------------------------------------------------- timing
 
 
-def interleaved_medians(steps: dict, reps: int, warmup: int = 2) -> dict[str, float]:
-    """Median seconds per call of each zero-argument step, run interleaved."""
+def interleaved_times(steps: dict, reps: int, warmup: int = 2) -> dict[str, list[float]]:
+    """Seconds per call of each zero-argument step, ``reps`` rounds run interleaved."""
     for step in steps.values():
         for _ in range(warmup):
             step()
@@ -71,11 +73,24 @@ def interleaved_medians(steps: dict, reps: int, warmup: int = 2) -> dict[str, fl
             t0 = time.perf_counter()
             steps[v]()
             times[v].append(time.perf_counter() - t0)
-    return {v: statistics.median(ts) for v, ts in times.items()}
+    return times
 
 
-def _ratios(med: dict, pairs: dict[str, tuple[str, str]]) -> dict[str, float]:
-    return {key: med[a] / med[b] for key, (a, b) in pairs.items() if a in med and b in med}
+def _medians_ms(times: dict[str, list[float]]) -> dict[str, float]:
+    return {v: 1e3 * statistics.median(ts) for v, ts in times.items()}
+
+
+def _ratios(times: dict[str, list[float]], pairs: dict[str, tuple[str, str]]) -> dict[str, float]:
+    """Median over rounds of the paired ratio ``a / b`` (both timed in the same round).
+
+    Pairing cancels the load of other processes on a shared machine far better
+    than a ratio of medians does: both variants of a round see the same load.
+    """
+    return {
+        key: statistics.median(x / y for x, y in zip(times[a], times[b]))
+        for key, (a, b) in pairs.items()
+        if a in times and b in times
+    }
 
 
 # ----------------------------------------------------------------------------- torch
@@ -113,12 +128,12 @@ def torch_shape(batch: int, num_classes: int, reps: int) -> dict:
 
         return step
 
-    med = interleaved_medians({v: make(f) for v, f in losses.items()}, reps)
+    times = interleaved_times({v: make(f) for v, f in losses.items()}, reps)
     return {
         "shape": [batch, num_classes],
-        "median_ms": {v: 1e3 * t for v, t in med.items()},
+        "median_ms": _medians_ms(times),
         "ratios": _ratios(
-            med,
+            times,
             {
                 "smoothed/f_cross_entropy_ls": ("smoothed", "f_cross_entropy_ls"),
                 "kernel/f_cross_entropy_ls": ("kernel", "f_cross_entropy_ls"),
@@ -185,7 +200,7 @@ def jax_shape(batch: int, num_classes: int, reps: int) -> dict:
     }
     jitted = {v: jax.jit(jax.value_and_grad(f)) for v, f in losses.items()}
     steps = {v: (lambda f=f: jax.block_until_ready(f(z, y))) for v, f in jitted.items()}
-    med = interleaved_medians(steps, reps)
+    times = interleaved_times(steps, reps)
     buf = batch * num_classes * z.dtype.itemsize
     mem = {}
     for v in JAX_MEM:
@@ -193,9 +208,9 @@ def jax_shape(batch: int, num_classes: int, reps: int) -> dict:
         mem[v] = round(analysis.temp_size_in_bytes / buf, 2)
     return {
         "shape": [batch, num_classes],
-        "median_ms": {v: 1e3 * t for v, t in med.items()},
+        "median_ms": _medians_ms(times),
         "ratios": _ratios(
-            med,
+            times,
             {
                 "smoothed/optax_floor": ("smoothed", "optax_floor"),
                 "kernel/optax_floor": ("kernel", "optax_floor"),
@@ -297,13 +312,13 @@ def tf_shape(batch: int, num_classes: int, reps: int, memory: bool = True) -> li
     for mode in TF_MODES:
         steps = {v: _tf_step(v, mode, num_classes) for v in TF_VARIANTS}
         calls = {v: (lambda s=s: s(y, z)[0].numpy()) for v, s in steps.items()}
-        med = interleaved_medians(calls, reps)
+        times = interleaved_times(calls, reps)
         row = {
             "shape": [batch, num_classes],
             "mode": mode,
-            "median_ms": {v: 1e3 * t for v, t in med.items()},
+            "median_ms": _medians_ms(times),
             "ratios": _ratios(
-                med,
+                times,
                 {
                     "smoothed/keras_dense": ("smoothed", "keras_dense"),
                     "smoothed/keras_sparse": ("smoothed", "keras_sparse"),
@@ -325,6 +340,9 @@ def _tf_peak_child(variant: str, mode: str, batch: int, num_classes: int) -> Non
     """Subprocess body: print peak extra memory of one step, in logits buffers."""
     import tensorflow as tf
 
+    # One op at a time: with inter-op parallelism the peak depends on which
+    # independent ops happen to overlap (SmoothedCE at (8192, 10) read 2.9 to 4.2).
+    tf.config.threading.set_inter_op_parallelism_threads(1)
     y, z = _tf_inputs(batch, num_classes)
     step = _tf_step(variant, mode, num_classes)
     gpu = bool(tf.config.list_physical_devices("GPU"))
@@ -416,6 +434,14 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="small shapes, few reps")
     parser.add_argument("--reps", type=int, default=15)
     parser.add_argument("--no-memory", action="store_true", help="TF: skip the memory runs")
+    parser.add_argument(
+        "--torch-threads",
+        type=int,
+        default=0,
+        help="torch intra-op threads (0: torch's default). On a shared machine, 1 is the "
+        "stable choice: 2-thread ATen kernels slow down 10-20x whenever another process "
+        "takes a core.",
+    )
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--tf-peak-child", nargs=4, help=argparse.SUPPRESS)
@@ -427,18 +453,25 @@ def main() -> None:
     shapes = QUICK_SHAPES if args.quick else SHAPES
     reps = 3 if args.quick else args.reps
     if args.child:  # one backend, JSON on stdout for the parent
+        if args.backend == "torch" and args.torch_threads:
+            import torch
+
+            torch.set_num_threads(args.torch_threads)
         print(json.dumps(run_backend(args.backend, shapes, reps, not args.no_memory)))
         return
 
     flags = (" --quick" if args.quick else "") + (" --no-memory" if args.no_memory else "")
     if not args.quick and args.reps != 15:
         flags += f" --reps {args.reps}"
+    if args.torch_threads:
+        flags += f" --torch-threads {args.torch_threads}"
     command = f"python benchmarks/loss_speed.py --backend {args.backend}{flags}"
     backends = BACKENDS if args.backend == "all" else (args.backend,)
     results = {}
     for backend in backends:
         child = [sys.executable, __file__, "--backend", backend, "--child", "--reps", str(reps)]
         child += ["--quick"] * args.quick + ["--no-memory"] * args.no_memory
+        child += ["--torch-threads", str(args.torch_threads)]
         out = subprocess.run(
             child,
             stdout=subprocess.PIPE,

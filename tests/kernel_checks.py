@@ -396,17 +396,18 @@ def dtypes_and_gradient_dtype(run):
     prior = rng.dirichlet(np.ones(300))
     # half-precision gradients: one rounding of a float32 value to the dtype
     grad_tol = {"float16": 1e-3, "bfloat16": 8e-3, "float32": 3e-6, "float64": 1e-12}
-    for dtype in run.dtypes:
-        for p in (None, prior):
-            out = run(z, y, 0.1, p, dtype=dtype)
-            want_loss = "float64" if dtype == "float64" else "float32"
-            assert out["loss_dtype"] == want_loss, (dtype, out["loss_dtype"])
-            assert out["grad_dtype"] == dtype, (dtype, out["grad_dtype"])
-            loss, grad = reference(out["z"], y, 0.1, p)  # on the rounded logits
-            rtol = 1e-12 if dtype == "float64" else 1e-6
-            _close(out["loss"], loss, rtol, 0, f"loss {dtype}")
-            scale = np.abs(grad).max()
-            _close(out["grad"], grad, 0, grad_tol[dtype] * scale, f"grad {dtype}")
+    cases = [(dtype, p, "eager") for dtype in run.dtypes for p in (None, prior)]
+    cases += [("bfloat16", None, mode) for mode in run.modes[1:]]  # compiled too
+    for dtype, p, mode in cases:
+        out = run(z, y, 0.1, p, dtype=dtype, mode=mode)
+        want_loss = "float64" if dtype == "float64" else "float32"
+        assert out["loss_dtype"] == want_loss, (dtype, out["loss_dtype"])
+        assert out["grad_dtype"] == dtype, (dtype, out["grad_dtype"])
+        loss, grad = reference(out["z"], y, 0.1, p)  # on the rounded logits
+        rtol = 1e-12 if dtype == "float64" else 1e-6
+        _close(out["loss"], loss, rtol, 0, f"loss {dtype} {mode}")
+        scale = np.abs(grad).max()
+        _close(out["grad"], grad, 0, grad_tol[dtype] * scale, f"grad {dtype} {mode}")
 
 
 @check
