@@ -57,7 +57,12 @@ def test_backend(subprocess_results, backend, name):
     assert result == "ok", result
 
 
-TORCH_EXTRA = ["torch_matches_f_cross_entropy", "torch_retain_graph", "torch_compile_no_break"]
+TORCH_EXTRA = [
+    "torch_matches_f_cross_entropy",
+    "torch_retain_graph",
+    "torch_in_place_only_when_safe",
+    "torch_compile_no_break",
+]
 
 
 @pytest.mark.parametrize("name", TORCH_EXTRA)

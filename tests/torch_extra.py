@@ -44,6 +44,32 @@ def torch_retain_graph():
     torch.testing.assert_close(g1, want)
 
 
+def torch_in_place_only_when_safe():
+    """Backward reuses the saved buffer in a plain backward, never with retain_graph=True.
+
+    Guards the private autograd call the kernel relies on: if it moved, the
+    kernel would silently fall back to the slower out-of-place path.
+    """
+    from keras_ls._backend.torch import _may_overwrite_saved
+
+    seen = []
+
+    class Probe(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            return x * 2
+
+        @staticmethod
+        def backward(ctx, g):
+            seen.append(_may_overwrite_saved())
+            return g * 2
+
+    x = torch.ones(3, requires_grad=True)
+    Probe.apply(x).sum().backward()
+    Probe.apply(x).sum().backward(retain_graph=True)
+    assert seen == [True, False], seen
+
+
 def torch_compile_no_break():
     """torch.compile sees one graph: no graph break, with and without a prior."""
     from torch._dynamo.utils import counters
@@ -63,7 +89,13 @@ def torch_compile_no_break():
 
 def run_torch_extra() -> dict[str, str]:
     results = {}
-    for fn in (torch_matches_f_cross_entropy, torch_retain_graph, torch_compile_no_break):
+    checks = (
+        torch_matches_f_cross_entropy,
+        torch_retain_graph,
+        torch_in_place_only_when_safe,
+        torch_compile_no_break,
+    )
+    for fn in checks:
         try:
             fn()
             results[fn.__name__] = "ok"

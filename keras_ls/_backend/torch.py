@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.autograd.function import once_differentiable
 
 from keras_ls._backend.common import combine, compute_dtype_name
 
@@ -42,6 +43,7 @@ class _SparseSmoothedCE(torch.autograd.Function):
         return combine(lp_y, lp_bar, a, lowest, torch.clamp)
 
     @staticmethod
+    @once_differentiable  # second derivatives would silently be wrong: raise instead
     def backward(ctx: Any, g: torch.Tensor) -> Any:
         logp, y, a, prior = ctx.saved_tensors
         if _may_overwrite_saved():
@@ -75,7 +77,8 @@ def _may_overwrite_saved() -> bool:
     if torch.compiler.is_compiling():
         return False
     try:
-        return not torch._C._get_current_graph_task_keep_graph()
+        # The check torch's own aot_autograd makes before freeing saved tensors.
+        return not torch._C._autograd._get_current_graph_task_keep_graph()
     except (AttributeError, RuntimeError):  # private API moved: be safe
         return False
 
