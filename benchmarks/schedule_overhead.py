@@ -38,6 +38,12 @@ def _epoch_times(kind: str, cfg: dict, x, y, epochs: int) -> list[float]:
     from keras_ls import SmoothedCE, SmoothingScheduler, schedules
 
     steps = cfg["n"] // cfg["batch"]
+    if keras.backend.backend() == "torch":
+        import torch
+
+        # Every model recompiles Keras' train step; past dynamo's cache limit (8 per code
+        # object) later models would run uncompiled. Start each arm from a clean cache.
+        torch._dynamo.reset()
     keras.utils.set_random_seed(0)
     model = keras.Sequential(
         [
@@ -76,7 +82,15 @@ def _epoch_times(kind: str, cfg: dict, x, y, epochs: int) -> list[float]:
 
 
 def _run_backend(epochs: int, repeats: int) -> dict:
+    import keras
     import numpy as np
+
+    if keras.backend.backend() == "torch":
+        import torch
+
+        # Two intra-op threads on two shared cores make ATen 10-20x slower whenever another
+        # process takes a core (see benchmarks/loss_speed.py): one thread, stable times.
+        torch.set_num_threads(1)
 
     out = {}
     for name, cfg in MODELS.items():

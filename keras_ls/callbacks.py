@@ -151,10 +151,9 @@ class SmoothingScheduler(keras.callbacks.Callback):
             # The compiled step reads each step's value from a plan (HyperparameterState).
             flat = tree.flatten(getattr(self.model, "loss", None) or [])
             for loss, state in zip(losses, states):
-                replan |= not state.planned
-                state.planned = True
-                state.calls_per_step.assign(max(1, sum(leaf is loss for leaf in flat)))
-                state.counting.assign(1)
+                replan |= state.enable_plan()
+                calls = max(1, sum(leaf is loss for leaf in flat))
+                state.set_clock(calls_per_step=calls, counting=True)
         attach_state(self.model, states, rebuild=replan)
         self._in_fit = True
         self._steps_per_epoch = (self.params or {}).get("steps") or self._steps_per_epoch
@@ -163,8 +162,9 @@ class SmoothingScheduler(keras.callbacks.Callback):
         self._in_fit = False
         for loss, name in self._targets:
             state = loss.hyperparameter_state
-            state.counting.assign(0)
-            state.plan_off(name)
+            if state.planned:
+                state.set_clock(counting=False)
+                state.plan_off(name)
             if self.value is not None:
                 state.set(name, self.value)  # `loss.label_smoothing` reads the last value
 
@@ -176,9 +176,7 @@ class SmoothingScheduler(keras.callbacks.Callback):
         self._epoch_start = self._iterations()
         if self.update == "batch":
             for loss, _ in self._targets:
-                state = loss.hyperparameter_state
-                per_step = int(ops.convert_to_numpy(state.calls_per_step.value))
-                state.calls.assign(self._epoch_start * per_step)
+                loss.hyperparameter_state.set_clock(step=self._epoch_start)
             self._make_plan(self._epoch_start)
             return
         steps = self._steps_per_epoch
@@ -224,8 +222,9 @@ class SmoothingScheduler(keras.callbacks.Callback):
         if self._in_fit and self.validation_value is not None:
             for loss, name in self._targets:
                 state = loss.hyperparameter_state
-                state.counting.assign(0)
-                state.plan_off(name)
+                if state.planned:
+                    state.set_clock(counting=False)
+                    state.plan_off(name)
                 state.set(name, self.validation_value)
 
     def on_test_end(self, logs: dict | None = None) -> None:
@@ -234,7 +233,7 @@ class SmoothingScheduler(keras.callbacks.Callback):
                 state = loss.hyperparameter_state
                 state.set(name, self.value)
                 if self.update == "batch":
-                    state.counting.assign(1)
+                    state.set_clock(counting=True)
                     state.plan_on(name)
 
     # -- assignment ------------------------------------------------------------------------

@@ -19,7 +19,6 @@ and torch the compiled step reads the variable directly. ``reset_state`` is a no
 
 from __future__ import annotations
 
-import functools
 import sys
 import weakref
 from collections.abc import Callable
@@ -58,51 +57,56 @@ PLAN_LENGTH = 256
 class HyperparameterState(keras.metrics.Metric):
     """The schedulable hyperparameters of one loss, as non-trainable variables.
 
-    Per hyperparameter ``h``: its value (float32) and a *plan*, the values of the next
-    :data:`PLAN_LENGTH` training steps, which the compiled step looks up itself. With a
-    plan the value changes at every step without any write from the host in between
-    (a per-batch schedule then costs one small write every ``PLAN_LENGTH`` steps, not one
-    per step -- on JAX each such write means copying the whole model state back and forth).
-    The step is counted by the loss: ``calls`` grows by ``counting`` (1 while ``fit`` trains,
-    0 while it validates) at every call, and a loss that serves ``calls_per_step`` outputs
-    is called that many times per step. ``keras_ls.SmoothingScheduler`` sets all of this up.
+    One float32 variable per hyperparameter. A per-batch schedule adds a *plan*
+    (:meth:`enable_plan`): per hyperparameter the values of the next :data:`PLAN_LENGTH`
+    training steps, which the compiled step looks up itself, so the value changes at every
+    step with one small host write every ``PLAN_LENGTH`` steps instead of one per step (on
+    JAX each host write means copying the whole model state back and forth). The step is
+    counted by the loss in an int32 ``clock`` vector, ``[calls, calls_per_step, counting,
+    plan_start, on_0, on_1, ...]``: ``calls`` grows by ``counting`` (1 while ``fit`` trains,
+    0 while it validates) at every call, a loss that serves ``calls_per_step`` outputs is
+    called that many times per step, and ``on_i`` switches hyperparameter ``i``'s plan on.
+    Everything is packed into few variables because each one is an argument of every
+    compiled step. ``keras_ls.SmoothingScheduler`` sets all of this up.
 
-    Only the values are saved (``save_own_variables``): plans and counters are rebuilt by
-    the scheduler from ``optimizer.iterations``.
+    Only the values are saved (``save_own_variables``): plans and clocks are rebuilt by the
+    scheduler from ``optimizer.iterations``.
 
     Args:
         values: ``{name: initial value}``; every value is a factor in ``[0, 1]``.
         name: Metric name.
     """
 
+    _CALLS, _PER_STEP, _COUNTING, _START, _ON = range(5)
+
     def __init__(self, values: dict[str, float] | None = None, name: str | None = None):
         super().__init__(name=name, dtype="float32")
         self._vars: dict[str, keras.Variable] = {}
-        self._plans: dict[str, tuple[keras.Variable, keras.Variable]] = {}
-        # Assigned from callbacks (cross-replica under tf.distribute): one value for all.
-        add = functools.partial(self.add_variable, shape=(), aggregation="only_first_replica")
         for key, value in (values or {}).items():
             value = validate_factor(value, key)
-            self._vars[key] = add(initializer=keras.initializers.Constant(value), name=key)
-        for key in self._vars:
-            table = self.add_variable(
-                shape=(PLAN_LENGTH,),
-                initializer="zeros",
-                aggregation="only_first_replica",
-                name=f"{key}_plan",
-            )
-            self._plans[key] = (table, add(initializer="zeros", dtype="int32", name=f"{key}_on"))
-        self.plan_start = add(initializer="zeros", dtype="int32", name="plan_start")
-        self.calls = add(initializer="zeros", dtype="int32", name="calls")
-        self.calls_per_step = add(initializer="ones", dtype="int32", name="calls_per_step")
-        self.counting = add(initializer="zeros", dtype="int32", name="counting")
-        #: Whether the compiled step reads plans (set by the scheduler before tracing).
-        self.planned = False
+            self._vars[key] = self._add((), keras.initializers.Constant(value), key)
+        self._plans: dict[str, keras.Variable] = {}
+        self._clock: keras.Variable | None = None
         self._constant_in: weakref.WeakSet = weakref.WeakSet()
+
+    def _add(self, shape: tuple, initializer: Any, name: str, dtype: str = "float32") -> Any:
+        # Assigned from callbacks (cross-replica under tf.distribute): one value for all.
+        return self.add_variable(
+            shape=shape,
+            initializer=initializer,
+            dtype=dtype,
+            aggregation="only_first_replica",
+            name=name,
+        )
 
     @property
     def names(self) -> tuple[str, ...]:
         return tuple(self._vars)
+
+    @property
+    def planned(self) -> bool:
+        """Whether the compiled step reads plans (see :meth:`enable_plan`)."""
+        return self._clock is not None
 
     def variable(self, name: str) -> keras.Variable:
         """The variable holding hyperparameter ``name`` (when no plan is on)."""
@@ -114,6 +118,82 @@ class HyperparameterState(keras.metrics.Metric):
     def set(self, name: str, value: Any) -> None:
         self._vars[name].assign(validate_factor(value, name))
         self._rejoin_models()
+
+    # -- the per-step plan (host side) ---------------------------------------------------------
+    def enable_plan(self) -> bool:
+        """Create the plan variables (before the step is traced); True if they are new."""
+        if self._clock is not None:
+            return False
+        for key in self._vars:
+            self._plans[key] = self._add((PLAN_LENGTH,), "zeros", f"{key}_plan")
+        clock = np.zeros(self._ON + len(self._vars), np.int32)
+        clock[self._PER_STEP] = 1
+        self._clock = self._add(
+            clock.shape, keras.initializers.Constant(clock), "clock", dtype="int32"
+        )
+        return True
+
+    def _update_clock(self, changes: dict[int, int]) -> None:
+        """Write ``{position: value}`` into the clock (one small host-to-device copy)."""
+        clock = np.array(ops.convert_to_numpy(self._clock.value))
+        for index, value in changes.items():
+            clock[index] = value
+        if self._CALLS in changes:  # given as a step: count it in calls
+            clock[self._CALLS] = changes[self._CALLS] * max(int(clock[self._PER_STEP]), 1)
+        self._clock.assign(clock)
+
+    def set_clock(
+        self,
+        *,
+        step: int | None = None,
+        calls_per_step: int | None = None,
+        counting: bool | None = None,
+    ) -> None:
+        """Set the step the next call counts as, the calls per step, or the counting switch."""
+        changes = {
+            self._CALLS: step,
+            self._PER_STEP: calls_per_step,
+            self._COUNTING: None if counting is None else int(counting),
+        }
+        self._update_clock({k: int(v) for k, v in changes.items() if v is not None})
+
+    def _on(self, name: str) -> int:
+        return self._ON + list(self._vars).index(name)
+
+    def set_plan(self, name: str, start: int, values: Any) -> None:
+        """Use ``values[i]`` at step ``start + i`` (a step past the end keeps the last)."""
+        values = np.asarray(values, dtype=np.float32)[:PLAN_LENGTH]
+        self._plans[name].assign(np.pad(values, (0, PLAN_LENGTH - len(values)), mode="edge"))
+        self._update_clock({self._START: int(start), self._on(name): 1})
+
+    def plan_off(self, name: str) -> None:
+        """Use the plain value of ``name`` (e.g. while validating); the plan is kept."""
+        if self._clock is not None:
+            self._update_clock({self._on(name): 0})
+
+    def plan_on(self, name: str) -> None:
+        self._update_clock({self._on(name): 1})
+
+    # -- inside the compiled step ------------------------------------------------------------
+    def read(self, name: str) -> Any:
+        """The value for this step, inside the compiled step."""
+        if keras.backend.backend() == "jax":
+            self._note_jax_constant(self._vars[name])
+        value = self._vars[name].value
+        if self._clock is None:
+            return value
+        clock = self._clock.value
+        step = ops.floor_divide(clock[self._CALLS], ops.maximum(clock[self._PER_STEP], 1))
+        index = ops.clip(step - clock[self._START], 0, PLAN_LENGTH - 1)
+        on = clock[self._on(name)]
+        return ops.where(ops.greater(on, 0), ops.take(self._plans[name].value, index), value)
+
+    def count_call(self) -> None:
+        """One more loss call inside the step (only counts while ``counting`` is 1)."""
+        if self._clock is not None:
+            clock = self._clock.value
+            one_hot = ops.cast(ops.equal(ops.arange(clock.shape[0]), self._CALLS), "int32")
+            self._clock.assign(clock + one_hot * clock[self._COUNTING])
 
     def _note_jax_constant(self, variable: keras.Variable) -> None:
         """Remember the model whose jitted step is tracing this state as a constant.
@@ -145,38 +225,6 @@ class HyperparameterState(keras.metrics.Metric):
             # One retrace, after which the value travels through the step as state.
             attach_state(model, [self])  # rebuilds the JAX step when it adds the state
         self._constant_in.clear()
-
-    def set_plan(self, name: str, start: int, values: Any) -> None:
-        """Use ``values[i]`` at step ``start + i`` (a step past the end keeps the last)."""
-        table, on = self._plans[name]
-        values = np.asarray(values, dtype=np.float32)[:PLAN_LENGTH]
-        table.assign(np.pad(values, (0, PLAN_LENGTH - len(values)), mode="edge"))
-        self.plan_start.assign(int(start))
-        on.assign(1)
-
-    def plan_off(self, name: str) -> None:
-        """Use the plain value of ``name`` (e.g. while validating); the plan is kept."""
-        self._plans[name][1].assign(0)
-
-    def plan_on(self, name: str) -> None:
-        self._plans[name][1].assign(1)
-
-    def read(self, name: str) -> Any:
-        """The value for this step, inside the compiled step."""
-        if keras.backend.backend() == "jax":
-            self._note_jax_constant(self._vars[name])
-        value = self._vars[name].value
-        if not self.planned:
-            return value
-        table, on = self._plans[name]
-        step = ops.floor_divide(self.calls.value, ops.maximum(self.calls_per_step.value, 1))
-        index = ops.clip(step - self.plan_start.value, 0, PLAN_LENGTH - 1)
-        return ops.where(ops.greater(on.value, 0), ops.take(table.value, index), value)
-
-    def count_call(self) -> None:
-        """One more loss call inside the step (only counts while ``counting`` is 1)."""
-        if self.planned:
-            self.calls.assign_add(self.counting.value)
 
     # Not a measurement: Keras resets metrics at every epoch and `evaluate`.
     def update_state(self, *args: Any, **kwargs: Any) -> None:
