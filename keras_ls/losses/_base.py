@@ -22,6 +22,7 @@ from __future__ import annotations
 import sys
 import weakref
 from collections.abc import Callable
+from functools import partial
 from typing import Any, ClassVar
 
 import keras
@@ -34,7 +35,8 @@ from keras.src.backend import get_keras_mask
 from keras.src.backend.common.stateless_scope import get_stateless_scope
 from keras.src.losses.loss import reduce_weighted_values
 
-from keras_ls.smoothing import validate_factor
+from keras_ls.losses._labels import check_axis, check_ignore_class
+from keras_ls.smoothing import validate_factor, validate_prior
 
 __all__ = [
     "PLAN_LENGTH",
@@ -47,6 +49,15 @@ __all__ = [
     "global_masked_mean",
     "schedulable_loss_classes",
 ]
+
+# The arguments several losses share, validated once here, where they enter a loss; an
+# argument not listed is validated by its own class.
+ARGUMENT_CHECKS: dict[str, Callable[[Any], Any]] = {
+    "from_logits": bool,
+    "ignore_class": check_ignore_class,
+    "axis": check_axis,
+    "prior": partial(validate_prior, name="prior"),
+}
 
 
 #: Steps of a per-step schedule held on the device at once (see HyperparameterState).
@@ -279,10 +290,11 @@ class SchedulableLoss(keras.losses.Loss):
     Subclasses declare ``schedulable = ("name", ...)`` (the first is the one a
     ``SmoothingScheduler`` drives by default), each a :class:`Hyperparameter` attribute, and
     pass to ``__init__`` the functional loss ``fn``, the hyperparameters' initial values,
-    ``fn``'s other keyword arguments (validated by the subclass; each becomes an attribute
-    and a ``get_config`` entry) and the ``keras.losses.Loss`` arguments (``name``,
-    ``reduction``, ``dtype``) as ``**kwargs``. ``call`` is ``fn(y_true, y_pred, **hyperparameters,
-    **arguments)`` with the hyperparameters read inside the compiled step.
+    ``fn``'s other keyword arguments (each becomes an attribute and a ``get_config`` entry;
+    the shared ones are validated by ``ARGUMENT_CHECKS``, any other by the subclass) and the
+    ``keras.losses.Loss`` arguments (``name``, ``reduction``, ``dtype``) as ``**kwargs``.
+    ``call`` is ``fn(y_true, y_pred, **hyperparameters, **arguments)`` with the
+    hyperparameters read inside the compiled step.
     """
 
     schedulable: ClassVar[tuple[str, ...]] = ()
@@ -306,7 +318,7 @@ class SchedulableLoss(keras.losses.Loss):
         self.fn = fn
         self._arguments = tuple(arguments)
         for key, value in arguments.items():
-            setattr(self, key, value)
+            setattr(self, key, ARGUMENT_CHECKS[key](value) if key in ARGUMENT_CHECKS else value)
         self._hyperparameters = HyperparameterState(hyperparameters, name=f"{self.name}_state")
 
     def call(self, y_true: Any, y_pred: Any) -> Any:
@@ -362,6 +374,9 @@ class LabelSmoothingLoss(SchedulableLoss):
 
     schedulable = ("label_smoothing",)
     label_smoothing = Hyperparameter("The smoothing factor ``a`` in ``[0, 1]``.")
+
+    def __init__(self, fn: Callable[..., Any], label_smoothing: float, **kwargs: Any):
+        super().__init__(fn, {"label_smoothing": label_smoothing}, **kwargs)
 
 
 def global_masked_mean(loss: Any, mask: Any, reduction: str | None) -> tuple[Any, Any]:

@@ -14,7 +14,7 @@ import numpy as np
 from keras import ops
 
 from keras_ls.losses._base import Hyperparameter, SchedulableLoss
-from keras_ls.losses._labels import canonicalize, check_axis, check_ignore_class, log_probs
+from keras_ls.losses._labels import canonicalize, log_probs
 from keras_ls.smoothing import validate_factor
 
 __all__ = ["ConfidencePenaltyCE", "confidence_penalty_crossentropy"]
@@ -98,14 +98,8 @@ class ConfidencePenaltyCE(SchedulableLoss):
         axis: int = -1,
         **kwargs: Any,
     ):
-        super().__init__(
-            confidence_penalty_crossentropy,
-            {"beta": beta},
-            from_logits=bool(from_logits),
-            ignore_class=check_ignore_class(ignore_class),
-            axis=check_axis(axis),
-            **kwargs,
-        )
+        options = dict(from_logits=from_logits, ignore_class=ignore_class, axis=axis)
+        super().__init__(confidence_penalty_crossentropy, {"beta": beta}, **options, **kwargs)
 
     @property
     def label_smoothing(self) -> float:

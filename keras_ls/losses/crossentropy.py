@@ -20,8 +20,6 @@ from keras_ls.losses._base import LabelSmoothingLoss
 from keras_ls.losses._labels import (
     binary_targets,
     canonicalize,
-    check_axis,
-    check_ignore_class,
     log_probs,
 )
 from keras_ls.smoothing import mix, prior_for_axis, validate_factor, validate_prior
@@ -181,15 +179,8 @@ class SmoothedCE(LabelSmoothingLoss):
         axis: int = -1,
         **kwargs: Any,
     ):
-        super().__init__(
-            smoothed_crossentropy,
-            {"label_smoothing": label_smoothing},
-            from_logits=bool(from_logits),
-            ignore_class=check_ignore_class(ignore_class),
-            prior=validate_prior(prior, name="prior"),
-            axis=check_axis(axis),
-            **kwargs,
-        )
+        options = dict(from_logits=from_logits, ignore_class=ignore_class, prior=prior, axis=axis)
+        super().__init__(smoothed_crossentropy, label_smoothing, **options, **kwargs)
 
 
 @keras.saving.register_keras_serializable(package="keras_ls")
@@ -226,13 +217,8 @@ class SmoothedBCE(LabelSmoothingLoss):
         axis: int = -1,
         **kwargs: Any,
     ):
-        super().__init__(
-            smoothed_binary_crossentropy,
-            {"label_smoothing": label_smoothing},
-            from_logits=bool(from_logits),
-            axis=check_axis(axis),
-            **kwargs,
-        )
+        options = dict(from_logits=from_logits, axis=axis)
+        super().__init__(smoothed_binary_crossentropy, label_smoothing, **options, **kwargs)
 
 
 def sparse_smoothed_crossentropy(

@@ -15,7 +15,7 @@ import numpy as np
 from keras import ops
 
 from keras_ls.losses._base import LabelSmoothingLoss
-from keras_ls.losses._labels import canonicalize, check_ignore_class
+from keras_ls.losses._labels import canonicalize
 from keras_ls.smoothing import mix, prior_for_axis, validate_factor, validate_prior
 
 __all__ = ["SmoothedDice", "smoothed_dice"]
@@ -145,12 +145,7 @@ class SmoothedDice(LabelSmoothingLoss):
         prior: Sequence[float] | np.ndarray | None = None,
         **kwargs: Any,
     ):
+        options = dict(from_logits=from_logits, ignore_class=ignore_class, prior=prior)
         super().__init__(
-            smoothed_dice,
-            {"label_smoothing": label_smoothing},
-            from_logits=bool(from_logits),
-            epsilon=_check_epsilon(epsilon),
-            ignore_class=check_ignore_class(ignore_class),
-            prior=validate_prior(prior, name="prior"),
-            **kwargs,
+            smoothed_dice, label_smoothing, epsilon=_check_epsilon(epsilon), **options, **kwargs
         )

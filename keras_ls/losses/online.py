@@ -269,13 +269,8 @@ class OnlineSmoothedCE(LabelSmoothingLoss):
         **kwargs: Any,
     ):
         num_classes = _check_num_classes(num_classes)
-        super().__init__(
-            online_smoothed_crossentropy,
-            {"label_smoothing": label_smoothing},
-            from_logits=bool(from_logits),
-            ignore_class=check_ignore_class(ignore_class),
-            **kwargs,
-        )
+        options = dict(from_logits=from_logits, ignore_class=ignore_class)
+        super().__init__(online_smoothed_crossentropy, label_smoothing, **options, **kwargs)
         self.num_classes = num_classes
         self.targets = OnlineSoftTargets(
             num_classes,
