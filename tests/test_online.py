@@ -90,6 +90,14 @@ def build(w0, b0, a=0.5, s0=0.1, with_metric=False, **kw):
     return model, loss
 
 
+def fit_online(model, x, y, epochs=2, **kw):
+    """The fit every test here runs: fixed batches, no shuffle, the online callback."""
+    callbacks = [keras_ls.OnlineLabelSmoothing()]
+    return model.fit(
+        x, y, epochs=epochs, batch_size=BATCH, shuffle=False, verbose=0, callbacks=callbacks, **kw
+    )
+
+
 def state(loss):
     t = loss.targets
     return (
@@ -246,15 +254,7 @@ def test_backup_and_restore_resumes_exactly(tmp_path):
 def test_keras_save_load_and_continue(tmp_path, with_metric):
     x, y, w0, b0 = data(2)
     model, loss = build(w0, b0, a=0.4, with_metric=with_metric)
-    model.fit(
-        x,
-        y,
-        epochs=2,
-        batch_size=BATCH,
-        shuffle=False,
-        verbose=0,
-        callbacks=[keras_ls.OnlineLabelSmoothing()],
-    )
+    fit_online(model, x, y, epochs=2)
     path = tmp_path / "ols.keras"
     model.save(path)
     back = keras.models.load_model(path)
@@ -264,24 +264,8 @@ def test_keras_save_load_and_continue(tmp_path, with_metric):
         np.testing.assert_allclose(got, want)
     # continuing after load: the callback moves the loaded state into the
     # compiled metric and links the loss to it; same result as not stopping
-    back.fit(
-        x,
-        y,
-        epochs=2,
-        batch_size=BATCH,
-        shuffle=False,
-        verbose=0,
-        callbacks=[keras_ls.OnlineLabelSmoothing()],
-    )
-    model.fit(
-        x,
-        y,
-        epochs=2,
-        batch_size=BATCH,
-        shuffle=False,
-        verbose=0,
-        callbacks=[keras_ls.OnlineLabelSmoothing()],
-    )
+    fit_online(back, x, y, epochs=2)
+    fit_online(model, x, y, epochs=2)
     if with_metric:  # the loss was re-linked to the compiled metric
         assert any(m is back.loss.targets for m in back.metrics[1].metrics)
     else:  # the callback made the loss's state part of the model
