@@ -20,6 +20,7 @@ from keras_ls.losses._base import (
     PLAN_LENGTH,
     SchedulableLoss,
     attach_state,
+    compiled_user_metrics,
     find_losses,
     schedulable_loss_classes,
 )
@@ -162,9 +163,7 @@ class SmoothingScheduler(keras.callbacks.Callback):
         self._in_fit = False
         for loss, name in self._targets:
             state = loss.hyperparameter_state
-            if state.planned:
-                state.set_clock(counting=False)
-                state.plan_off(name)
+            state.pause_plan(name)
             if self.value is not None:
                 state.set(name, self.value)  # `loss.label_smoothing` reads the last value
 
@@ -222,9 +221,7 @@ class SmoothingScheduler(keras.callbacks.Callback):
         if self._in_fit and self.validation_value is not None:
             for loss, name in self._targets:
                 state = loss.hyperparameter_state
-                if state.planned:
-                    state.set_clock(counting=False)
-                    state.plan_off(name)
+                state.pause_plan(name)
                 state.set(name, self.validation_value)
 
     def on_test_end(self, logs: dict | None = None) -> None:
@@ -233,8 +230,7 @@ class SmoothingScheduler(keras.callbacks.Callback):
                 state = loss.hyperparameter_state
                 state.set(name, self.value)
                 if self.update == "batch":
-                    state.set_clock(counting=True)
-                    state.plan_on(name)
+                    state.resume_plan(name)
 
     # -- assignment ------------------------------------------------------------------------
     def _names(self) -> str:
@@ -366,11 +362,7 @@ def _compiled_targets(model: keras.Model) -> list[OnlineSoftTargets]:
     single device), so the metrics as passed to ``compile`` are searched as well.
     """
     found: list[OnlineSoftTargets] = []
-    stack = list(model.metrics)
-    compiled = getattr(model, "_compile_metrics", None)
-    if compiled is not None:
-        for user in ("_user_metrics", "_user_weighted_metrics"):
-            stack.extend(tree.flatten(getattr(compiled, user, None) or []))
+    stack = list(model.metrics) + compiled_user_metrics(model)
     while stack:
         m = stack.pop()
         if isinstance(m, OnlineSoftTargets):

@@ -45,6 +45,7 @@ __all__ = [
     "LabelSmoothingLoss",
     "SchedulableLoss",
     "attach_state",
+    "compiled_user_metrics",
     "find_losses",
     "global_masked_mean",
     "schedulable_loss_classes",
@@ -110,19 +111,6 @@ class HyperparameterState(keras.metrics.Metric):
             name=name,
         )
 
-    @property
-    def names(self) -> tuple[str, ...]:
-        return tuple(self._vars)
-
-    @property
-    def planned(self) -> bool:
-        """Whether the compiled step reads plans (see :meth:`enable_plan`)."""
-        return self._clock is not None
-
-    def variable(self, name: str) -> keras.Variable:
-        """The variable holding hyperparameter ``name`` (when no plan is on)."""
-        return self._vars[name]
-
     def get(self, name: str) -> float:
         return float(ops.convert_to_numpy(self._vars[name].value))
 
@@ -177,13 +165,15 @@ class HyperparameterState(keras.metrics.Metric):
         self._plans[name].assign(np.pad(values, (0, PLAN_LENGTH - len(values)), mode="edge"))
         self._update_clock({self._START: int(start), self._on(name): 1})
 
-    def plan_off(self, name: str) -> None:
-        """Use the plain value of ``name`` (e.g. while validating); the plan is kept."""
+    def pause_plan(self, name: str) -> None:
+        """Stop counting steps and use the plain value of ``name`` (validation, end of
+        ``fit``); the plan is kept. One clock write."""
         if self._clock is not None:
-            self._update_clock({self._on(name): 0})
+            self._update_clock({self._COUNTING: 0, self._on(name): 0})
 
-    def plan_on(self, name: str) -> None:
-        self._update_clock({self._on(name): 1})
+    def resume_plan(self, name: str) -> None:
+        """Count steps and follow the plan of ``name`` again (after validation)."""
+        self._update_clock({self._COUNTING: 1, self._on(name): 1})
 
     # -- inside the compiled step ------------------------------------------------------------
     def read(self, name: str) -> Any:
@@ -427,6 +417,22 @@ def find_losses(obj: Any, cls: type = SchedulableLoss) -> list:
     return out
 
 
+def compiled_user_metrics(model: keras.Model) -> list[keras.metrics.Metric]:
+    """The metric objects given to ``model.compile`` (``metrics`` and ``weighted_metrics``).
+
+    Keras adds them to ``model.metrics`` only when it builds its compiled-metrics container
+    (lazily, at the first traced step on a single device), so callbacks that run before
+    that read them from the container's private lists.
+    """
+    compiled = getattr(model, "_compile_metrics", None)
+    found = []
+    for user in ("_user_metrics", "_user_weighted_metrics"):
+        for metric in tree.flatten(getattr(compiled, user, None) or []):
+            if isinstance(metric, keras.metrics.Metric):
+                found.append(metric)
+    return found
+
+
 def attach_state(
     model: keras.Model, metrics: list[keras.metrics.Metric], rebuild: bool = False
 ) -> bool:
@@ -442,12 +448,8 @@ def attach_state(
     list is not part of the saved weights (the losses save their own state).
     """
     have = {id(v) for v in model.metrics_variables}
-    # Metrics given to `compile` join `model.metrics` when Keras builds them (lazily).
-    compiled = getattr(model, "_compile_metrics", None)
-    for user in ("_user_metrics", "_user_weighted_metrics"):
-        for metric in tree.flatten(getattr(compiled, user, None) or []):
-            if isinstance(metric, keras.metrics.Metric):
-                have.update(id(v) for v in metric.variables)
+    for metric in compiled_user_metrics(model):
+        have.update(id(v) for v in metric.variables)
     added = False
     for metric in metrics:
         if metric.variables and all(id(v) in have for v in metric.variables):
