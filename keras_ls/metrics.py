@@ -24,6 +24,7 @@ from keras_ls.calibration._checks import (
     MULTI_LABEL,
     TOP_LABEL,
     check_bool,
+    check_weight_values,
     distribution_tolerance,
     reading_for,
 )
@@ -61,22 +62,15 @@ def _uncompiled_kernels() -> bool:
     if backend == "tensorflow":
         import tensorflow as tf
 
-        return tf.executing_eagerly() or not _tf_xla_context()
+        from keras_ls._backend.tensorflow import in_xla_context
+
+        # Cannot tell: the kernels that compile everywhere.
+        return tf.executing_eagerly() or not in_xla_context(default=True)
     if backend == "torch":
         import torch
 
         return not torch.compiler.is_compiling()
     return False
-
-
-def _tf_xla_context() -> bool:
-    """Whether TF is tracing for XLA (``jit_compile=True``, Keras' or the user's)."""
-    try:  # the test tf.function itself uses; private, hence the fallback
-        from tensorflow.python.framework import ops as tf_ops
-        from tensorflow.python.ops import control_flow_util
-    except ImportError:  # cannot tell: the kernels that compile everywhere
-        return True
-    return bool(control_flow_util.GraphOrParentsInXlaContext(tf_ops.get_default_graph()))
 
 
 def _executing_eagerly_tf() -> bool:
@@ -103,6 +97,14 @@ def _scatter_add(ids: Any, data: Any, length: int, uncompiled: bool) -> Any:
         zeros = ops.zeros((length,), dtype=data.dtype)
         return ops.scatter_update(zeros, ops.expand_dims(ids, -1), data, reduction="add")
     return ops.segment_sum(data, ids, num_segments=length)
+
+
+def _is_sparse(true_shape: tuple, pred_rank: int, num_classes: int) -> bool:
+    """Labels of a softmax output are sparse with ``y_pred``'s rank minus one, or with a
+    last axis of 1 (``(B, 1)``) when there are several classes; else one-hot / soft."""
+    return len(true_shape) == pred_rank - 1 or (
+        len(true_shape) == pred_rank and true_shape[-1:] == (1,) and num_classes > 1
+    )
 
 
 def _is_host_array(x: Any) -> bool:
@@ -297,9 +299,7 @@ class _CalibrationMetric(keras.metrics.Metric):
         k = 1 if pred.ndim == 1 else pred.shape[-1]
         true = np.asarray(y_true)
         reading = reading_for(k, multi_label=self.multi_label, classwise=self._classwise)
-        sparse = true.ndim == pred.ndim - 1 or (
-            true.ndim == pred.ndim and true.shape[-1:] == (1,) and k > 1
-        )
+        sparse = _is_sparse(true.shape, pred.ndim, k)
         if reading == MULTI_LABEL or not (sparse or reading == BINARY):
             true = true.reshape(-1, k)
         else:
@@ -307,9 +307,7 @@ class _CalibrationMetric(keras.metrics.Metric):
         read_predictions(true, pred.reshape(-1, k), self.from_logits, self.multi_label,
                          self._classwise)
         if sample_weight is not None:
-            w = np.asarray(sample_weight, dtype=np.float64)
-            if not np.all(np.isfinite(w)) or np.any(w < 0):
-                raise ValueError("`sample_weight` must be finite and non-negative.")
+            check_weight_values(np.asarray(sample_weight, dtype=np.float64))
 
     def _binary_targets(self, y_true: Any, pred_shape: tuple, reading: str) -> Any:
         """0/1 labels of a sigmoid output, ``(N, C)``."""
@@ -331,9 +329,7 @@ class _CalibrationMetric(keras.metrics.Metric):
         """Class labels ``(N,)`` of a softmax output from sparse or one-hot ``y_true``."""
         pred_rank, true_rank = len(pred_shape), len(y_true.shape)
         num_classes = pred_shape[-1]
-        is_sparse = true_rank == pred_rank - 1 or (
-            true_rank == pred_rank and y_true.shape[-1] == 1 and num_classes > 1
-        )
+        is_sparse = _is_sparse(tuple(y_true.shape), pred_rank, num_classes)
         if not is_sparse and true_rank != pred_rank:
             raise ValueError(
                 f"`y_true` must be sparse labels (rank {pred_rank - 1}, or last dimension "

@@ -28,6 +28,7 @@ __all__ = [
     "prior_for_axis",
     "smooth_labels",
     "validate_factor",
+    "validate_factor_if_number",
     "validate_prior",
 ]
 
@@ -66,6 +67,17 @@ def validate_factor(value: Any, name: str = "label_smoothing") -> float:
     value = float(value)
     if not math.isfinite(value) or not 0.0 <= value <= 1.0:
         raise ValueError(f"`{name}` must be a finite number in [0, 1]; received {value!r}.")
+    return value
+
+
+def validate_factor_if_number(value: Any, name: str = "label_smoothing") -> Any:
+    """:func:`validate_factor` for a host number; a tensor is returned as it is.
+
+    What the functional losses take: a number from the caller, or a scalar tensor read
+    inside a compiled step (a scheduled factor), which cannot be checked there.
+    """
+    if isinstance(value, (numbers.Real, np.number)):
+        return validate_factor(value, name)
     return value
 
 

@@ -20,14 +20,18 @@ import tensorflow as tf
 from keras_ls._backend.common import RAW_SUM_GUARD, combine, compute_dtype_name
 
 
-def _in_xla_context() -> bool:
-    """True while tracing inside ``jit_compile=True`` (TF's own check)."""
+def in_xla_context(default: bool) -> bool:
+    """True while tracing inside ``jit_compile=True`` (Keras' or the user's).
+
+    TF's own check, as ``tf.function`` makes it; it is private, so where it has moved
+    the caller's ``default`` answers: the code path that works in both cases.
+    """
     try:
         from tensorflow.python.ops import control_flow_util
 
         return bool(control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph()))
-    except Exception:  # noqa: BLE001 - private API moved: the scatter works everywhere
-        return False
+    except Exception:  # noqa: BLE001 - private API moved
+        return default
 
 
 def _smoothing_term(z: tf.Tensor, m: tf.Tensor, d: tf.Tensor, prior: Any, fused: bool) -> tf.Tensor:
@@ -113,7 +117,7 @@ def sparse_smoothed_crossentropy(
     a = tf.stop_gradient(tf.cast(a, compute))
     prior_t = None if prior is None else tf.constant(prior, dtype=compute)
     lowest = z.dtype.min
-    fused = _in_xla_context()
+    fused = in_xla_context(default=False)  # the scatter works everywhere
 
     @tf.custom_gradient
     def kernel(z: tf.Tensor) -> tuple[tf.Tensor, Any]:

@@ -215,9 +215,14 @@ def check_sample_weight(sample_weight: Any, num_samples: int) -> np.ndarray:
         raise ValueError(
             f"`sample_weight` must have shape ({num_samples},); received {w.shape}."
         )
+    check_weight_values(w)
+    return w
+
+
+def check_weight_values(w: np.ndarray) -> None:
+    """Sample weights must be finite and non-negative (any shape)."""
     if not np.all(np.isfinite(w)) or np.any(w < 0):
         raise ValueError("`sample_weight` must be finite and non-negative.")
-    return w
 
 
 def _check_target_array(y_true: Any, num_samples: int) -> np.ndarray:

@@ -36,12 +36,15 @@ from keras import ops
 # Keras attaches masks this way for its own `ignore_class`; no public alias exists.
 from keras.src.backend import set_keras_mask
 
+from keras_ls.smoothing import validate_prior
+
 __all__ = [
     "Labels",
     "binary_targets",
     "canonicalize",
     "check_axis",
     "check_ignore_class",
+    "check_prior",
     "log_probs",
 ]
 
@@ -69,6 +72,18 @@ def check_axis(axis: Any, ndim: int | None = None) -> int:
     if not -ndim <= axis < ndim:
         raise ValueError(f"`axis`={axis} is out of range for `y_pred` of rank {ndim}.")
     return int(axis) % ndim
+
+
+def check_prior(prior: Any, num_classes: int | None, axis: int = -1) -> np.ndarray | None:
+    """``prior`` checked by :func:`~keras_ls.smoothing.validate_prior` and against the ``K``
+    of ``y_pred`` (when known); None stays None (uniform)."""
+    prior = validate_prior(prior)
+    if prior is not None and num_classes is not None and prior.size != num_classes:
+        raise ValueError(
+            f"`prior` has {prior.size} entries but `y_pred` has {num_classes} classes on "
+            f"axis {axis}."
+        )
+    return prior
 
 
 def log_probs(y_pred: Any, from_logits: bool) -> Any:
@@ -107,6 +122,11 @@ class Labels:
     target: Any = None
     valid: Any = None
     invalid: Any = None
+
+    def at_labels(self, values: Any) -> Any:
+        """``values`` (class axis last) at each position's label, e.g. ``log p_y`` (sparse only)."""
+        picked = ops.take_along_axis(values, ops.expand_dims(self.labels, -1), axis=-1)
+        return ops.squeeze(picked, -1)
 
     def finish(self, loss: Any) -> Any:
         """Per-position ``loss``: NaN at invalid labels; 0 and a Keras mask at ignored ones.

@@ -10,12 +10,11 @@ from __future__ import annotations
 from typing import Any
 
 import keras
-import numpy as np
 from keras import ops
 
 from keras_ls.losses._base import Hyperparameter, SchedulableLoss
 from keras_ls.losses._labels import canonicalize, log_probs
-from keras_ls.smoothing import validate_factor
+from keras_ls.smoothing import validate_factor_if_number
 
 __all__ = ["ConfidencePenaltyCE", "confidence_penalty_crossentropy"]
 
@@ -43,16 +42,14 @@ def confidence_penalty_crossentropy(
     >>> round(float(keras.ops.convert_to_numpy(v)[0]), 4)
     0.173
     """
-    if isinstance(beta, (int, float, np.number)):
-        beta = validate_factor(beta, "beta")
+    beta = validate_factor_if_number(beta, "beta")
     labels = canonicalize(y_true, y_pred, axis=axis, ignore_class=ignore_class)
     logp = log_probs(labels.y_pred, from_logits)
     # p = exp(log p) is exactly 0 where log p is very negative: never inf * 0.
     entropy = -ops.sum(ops.exp(logp) * logp, axis=-1)
     beta = ops.cast(beta, logp.dtype)
     if labels.sparse:
-        picked = ops.take_along_axis(logp, ops.expand_dims(labels.labels, -1), axis=-1)
-        return labels.finish(-ops.squeeze(picked, -1) - beta * entropy)
+        return labels.finish(-labels.at_labels(logp) - beta * entropy)
     return -ops.sum(labels.target * logp, axis=-1) - beta * entropy
 
 

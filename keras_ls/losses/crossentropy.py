@@ -17,12 +17,8 @@ from keras import ops
 
 from keras_ls import _backend
 from keras_ls.losses._base import LabelSmoothingLoss
-from keras_ls.losses._labels import (
-    binary_targets,
-    canonicalize,
-    log_probs,
-)
-from keras_ls.smoothing import mix, prior_for_axis, validate_factor, validate_prior
+from keras_ls.losses._labels import binary_targets, canonicalize, check_prior, log_probs
+from keras_ls.smoothing import mix, prior_for_axis, validate_factor_if_number
 
 __all__ = [
     "SmoothedBCE",
@@ -73,15 +69,10 @@ def smoothed_crossentropy(
     >>> bool(np.allclose(a, b))
     True
     """
-    if isinstance(label_smoothing, (int, float, np.number)):
-        label_smoothing = validate_factor(label_smoothing)
-    prior = validate_prior(prior)
+    label_smoothing = validate_factor_if_number(label_smoothing)
     labels = canonicalize(y_true, y_pred, axis=axis, ignore_class=ignore_class)
     k = labels.num_classes
-    if prior is not None and k is not None and prior.size != k:
-        raise ValueError(
-            f"`prior` has {prior.size} entries but `y_pred` has {k} classes on axis {axis}."
-        )
+    prior = check_prior(prior, k, axis)
     z = labels.y_pred
     a = ops.cast(label_smoothing, "float32")
     if not labels.sparse:
@@ -120,8 +111,7 @@ def smoothed_binary_crossentropy(
     >>> round(float(keras.ops.convert_to_numpy(v)[0]), 4)
     0.3701
     """
-    if isinstance(label_smoothing, (int, float, np.number)):
-        label_smoothing = validate_factor(label_smoothing)
+    label_smoothing = validate_factor_if_number(label_smoothing)
     target, y_pred = binary_targets(y_true, y_pred)
     target = mix(target, 0.5, ops.cast(label_smoothing, y_pred.dtype))
     return ops.mean(ops.binary_crossentropy(target, y_pred, from_logits=from_logits), axis=axis)
@@ -232,7 +222,7 @@ def sparse_smoothed_crossentropy(
     axis: int = -1,
     reduction: str | None = None,
 ) -> Any:
-    """Deprecated (0.1 name): :func:`smoothed_crossentropy` restricted to integer labels."""
+    """Deprecated (0.1 name): now :func:`smoothed_crossentropy`, which takes dense labels too."""
     del reduction  # the Keras mask carries what a reduction needs
     return smoothed_crossentropy(
         y_true,

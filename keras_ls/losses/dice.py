@@ -15,8 +15,8 @@ import numpy as np
 from keras import ops
 
 from keras_ls.losses._base import LabelSmoothingLoss
-from keras_ls.losses._labels import canonicalize
-from keras_ls.smoothing import mix, prior_for_axis, validate_factor, validate_prior
+from keras_ls.losses._labels import canonicalize, check_prior
+from keras_ls.smoothing import mix, prior_for_axis, validate_factor_if_number
 
 __all__ = ["SmoothedDice", "smoothed_dice"]
 
@@ -62,18 +62,13 @@ def smoothed_dice(
     >>> round(float(keras.ops.convert_to_numpy(v)[0]), 6)  # perfect prediction, a = 0
     0.0
     """
-    if isinstance(label_smoothing, (int, float, np.number)):
-        label_smoothing = validate_factor(label_smoothing)
+    label_smoothing = validate_factor_if_number(label_smoothing)
     eps = _check_epsilon(epsilon)
-    prior = validate_prior(prior)
     labels = canonicalize(y_true, y_pred, ignore_class=ignore_class, min_rank=2)
     k = labels.num_classes
     if k is None:
         raise ValueError("SmoothedDice needs a known number of classes (last axis of `y_pred`).")
-    if prior is not None and prior.size != k:
-        raise ValueError(
-            f"`prior` has {prior.size} entries but `y_pred` has {k} classes on its last axis."
-        )
+    prior = check_prior(prior, k)
     z = labels.y_pred
     probs = ops.softmax(z, axis=-1) if from_logits else z
     ndim = len(probs.shape)

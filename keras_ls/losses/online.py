@@ -25,7 +25,7 @@ from keras import ops
 
 from keras_ls.losses._base import LabelSmoothingLoss
 from keras_ls.losses._labels import canonicalize, check_ignore_class, log_probs
-from keras_ls.smoothing import mix, validate_factor
+from keras_ls.smoothing import mix, validate_factor, validate_factor_if_number
 
 __all__ = [
     "MAX_CLASSES",
@@ -82,15 +82,13 @@ def online_smoothed_crossentropy(
     >>> round(float(keras.ops.convert_to_numpy(v)[0]), 4)  # = SmoothedCE(0.3) at a = 1
     0.6395
     """
-    if isinstance(label_smoothing, (int, float, np.number)):
-        label_smoothing = validate_factor(label_smoothing)
+    label_smoothing = validate_factor_if_number(label_smoothing)
     labels = canonicalize(y_true, y_pred, ignore_class=ignore_class, dense=False)
     logp = log_probs(labels.y_pred, from_logits)
-    picked = ops.take_along_axis(logp, ops.expand_dims(labels.labels, -1), axis=-1)
     rows = ops.take(ops.convert_to_tensor(soft_targets), labels.labels, axis=0)
     rows = ops.stop_gradient(ops.cast(rows, logp.dtype))
     a = ops.cast(label_smoothing, logp.dtype)
-    return labels.finish(-mix(ops.squeeze(picked, -1), ops.sum(rows * logp, axis=-1), a))
+    return labels.finish(-mix(labels.at_labels(logp), ops.sum(rows * logp, axis=-1), a))
 
 
 @keras.saving.register_keras_serializable(package="keras_ls")
