@@ -83,7 +83,6 @@ detection_markdown = Sybil(
 docstrings = Sybil(
     parsers=[DocTestParser(optionflags=FLAGS), PythonCodeBlockParser(), SkipParser()],
     patterns=["keras_ls/*.py", "keras_ls/**/*.py"],
-    excludes=["keras_ls/data.py", "keras_ls/online.py", "keras_ls/losses_extra.py"],
     document_types={".py": PythonDocStringDocument},
     setup=_docstring_namespace,
     name="docstrings",

@@ -9,16 +9,16 @@ keras-ls losses and metrics without ``custom_objects``) happens when the Keras-s
 (``keras_ls.losses``, ``keras_ls.metrics``, ``keras_ls.callbacks``) are imported: importing
 any one of them imports all three. For the one order that imports none of them --
 ``import keras_ls`` first, ``import keras`` later, then ``load_model`` -- a one-shot import
-hook registers them right after Keras has loaded (:class:`_RegisterAfterKeras`).
+hook registers them right after Keras has loaded (``keras_ls._compat.RegisterAfterKeras``).
 """
 
 from __future__ import annotations
 
 import importlib
-import importlib.abc
-import importlib.util
 import sys
 from typing import Any
+
+from keras_ls._compat import RegisterAfterKeras, module_initializing
 
 __version__ = "0.2.0"
 
@@ -44,8 +44,6 @@ _SUBMODULES = (
     "callbacks",
     "metrics",
 )
-# 0.1 module names, kept importable (each warns once when imported).
-_DEPRECATED_SUBMODULES = ("data", "online", "losses_extra")
 
 __all__ = sorted(_LAZY) + list(_SUBMODULES)
 
@@ -66,46 +64,16 @@ def register_serializables() -> None:
 
 def _importing_keras_ls() -> bool:
     """True while a ``keras_ls`` module is executing (an import of ours is in progress)."""
-    for name, module in list(sys.modules.items()):
-        if name == "keras_ls" or name.startswith("keras_ls."):
-            if getattr(getattr(module, "__spec__", None), "_initializing", False):
-                return True
-    return False
-
-
-class _RegisterAfterKeras(importlib.abc.MetaPathFinder):
-    """One-shot hook: register keras-ls classes right after ``import keras`` finishes.
-
-    It only answers for the name ``keras``, removes itself at once, and wraps the loader's
-    ``exec_module``. When the import of Keras was triggered by one of our own Keras-side
-    modules, it does nothing: that module registers everything when it finishes (importing
-    then would meet half-initialised keras-ls modules).
-    """
-
-    def find_spec(self, name: str, path: Any = None, target: Any = None) -> Any:
-        if name != "keras":
-            return None
-        if self in sys.meta_path:
-            sys.meta_path.remove(self)  # one shot, and no recursion below
-        spec = importlib.util.find_spec("keras")
-        loader = getattr(spec, "loader", None)
-        if loader is None or not hasattr(loader, "exec_module"):
-            return spec
-        exec_module = loader.exec_module
-
-        def exec_then_register(module: Any) -> None:
-            exec_module(module)
-            if not _importing_keras_ls():
-                register_serializables()
-
-        loader.exec_module = exec_then_register
-        return spec
+    return any(
+        (name == "keras_ls" or name.startswith("keras_ls.")) and module_initializing(module)
+        for name, module in list(sys.modules.items())
+    )
 
 
 if "keras" in sys.modules:  # never import Keras (and TF) ourselves here
     register_serializables()
-elif not any(isinstance(f, _RegisterAfterKeras) for f in sys.meta_path):
-    sys.meta_path.insert(0, _RegisterAfterKeras())
+else:
+    RegisterAfterKeras.install(register_serializables, _importing_keras_ls)
 
 
 def __getattr__(name: str) -> Any:
@@ -113,7 +81,7 @@ def __getattr__(name: str) -> Any:
         value = getattr(importlib.import_module(_LAZY[name]), name)
         globals()[name] = value
         return value
-    if name in _SUBMODULES or name in _DEPRECATED_SUBMODULES:
+    if name in _SUBMODULES:
         return importlib.import_module(f"keras_ls.{name}")
     raise AttributeError(f"module 'keras_ls' has no attribute {name!r}")
 

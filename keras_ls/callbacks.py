@@ -13,18 +13,17 @@ from typing import Any
 
 import keras
 import numpy as np
-from keras import ops, tree
+from keras import ops
 
 from keras_ls import schedules as _schedules
 from keras_ls.losses._base import (
-    PLAN_LENGTH,
     SchedulableLoss,
     attach_state,
-    compiled_user_metrics,
     find_losses,
+    rebuild_steps,
     schedulable_loss_classes,
 )
-from keras_ls.losses.online import OnlineSmoothedCE, OnlineSoftTargets
+from keras_ls.losses.online import OnlineSmoothedCE
 from keras_ls.smoothing import validate_factor
 
 __all__ = ["OnlineLabelSmoothing", "SmoothingScheduler"]
@@ -40,39 +39,45 @@ def _loss_kinds() -> str:
 
 
 class SmoothingScheduler(keras.callbacks.Callback):
-    """Set a schedulable hyperparameter of the model's keras-ls losses from a schedule.
+    """Schedule keras-ls loss factors during ``fit``; log them; validate at a fixed value.
 
-    The schedule's clock is the training itself, as for Keras learning-rate schedules: the
-    step is ``optimizer.iterations`` (``update="batch"``) or the epoch it falls in,
-    ``optimizer.iterations // steps_per_epoch`` (``update="epoch"``). A loop of
-    ``fit(epochs=1)`` calls (as in keras-io's ``addition_rnn.py``) therefore gets the same
-    factors as one ``fit(epochs=30)``, and a run resumed by
-    ``keras.callbacks.BackupAndRestore`` continues the schedule exactly. (With a dataset of
-    unknown length the first epoch's length is measured; until then the epoch index of the
-    ``fit`` call is used.)
+    The clock is the training itself, as for Keras learning-rate schedules: the step is
+    ``optimizer.iterations``, and with ``update="epoch"`` the epoch it falls in
+    (``optimizer.iterations // steps_per_epoch``). A loop of ``fit(epochs=1)`` calls (as in
+    keras-io's ``addition_rnn.py``) therefore gets the same factors as one ``fit(epochs=30)``,
+    and a run resumed by ``keras.callbacks.BackupAndRestore`` continues the schedule exactly.
 
-    Each value is checked (finite, in ``[0, 1]``) and assigned to every loss of the
-    compiled model (multi-output included) that declares a schedulable hyperparameter --
-    ``SmoothedCE``/``SmoothedBCE``/``SmoothedDice``/``OnlineSmoothedCE``:
-    ``label_smoothing``; ``ConfidencePenaltyCE``: ``beta`` -- or to the ``loss`` given. The
-    state is attached to the model, so the compiled step (``tf.function``, XLA,
-    ``jax.jit``, ``torch.compile``) is built once and reads each new value. The value is
-    logged under the hyperparameter's name (``logs["label_smoothing"]``), so ``History``,
-    ``CSVLogger`` and ``TensorBoard`` record it.
+    - ``SmoothingScheduler()`` (no schedule) links the losses built with a schedule
+      (``SmoothedCE(schedules.Cosine(0.1, 0.0, steps=1000))``) to the model's optimizer: the
+      compiled step evaluates the schedule at ``optimizer.iterations`` (see
+      ``keras_ls.losses._base``), logs its value and validates at ``validation_value``.
+    - ``SmoothingScheduler(schedule)`` drives one hyperparameter: ``update="epoch"`` evaluates
+      ``schedule`` on the host at each epoch start (any callable ``epoch -> float``, as
+      Keras' ``LearningRateScheduler``); ``update="batch"`` evaluates it at every step, inside
+      the compiled step when it is a ``keras_ls.schedules`` object or a Keras
+      ``LearningRateSchedule``, on the host before each step for any other callable.
 
-    During the validation of ``fit``, the hyperparameter is set to ``validation_value``
-    (0 by default: ``val_loss`` is then the plain cross-entropy / NLL, comparable across
-    epochs and with a plain Keras model, as the YOLO adapter reports it) and restored
-    afterwards; ``validation_value=None`` validates with the training value.
+    Which hyperparameter it drives: the losses given as ``loss=``, or else every keras-ls loss
+    of the compiled model; on each, ``hyperparameter=`` or else its first schedulable one
+    (``label_smoothing``; ``beta`` for ``ConfidencePenaltyCE``). Losses whose hyperparameters
+    differ (``SmoothedCE`` on one output, ``ConfidencePenaltyCE`` on another) with neither
+    argument are an error naming them. Every value is checked (finite, in ``[0, 1]``) and
+    logged under the hyperparameter's name (``logs["label_smoothing"]``) for ``History``,
+    ``CSVLogger`` and ``TensorBoard``. The step is compiled once per ``fit`` (``tf.function``,
+    XLA, ``jax.jit``, ``torch.compile``).
+
+    During the validation of ``fit``, the scheduled hyperparameters are set to
+    ``validation_value`` (0 by default: ``val_loss`` is then the plain cross-entropy / NLL,
+    comparable across epochs and with a plain Keras model, as the YOLO adapter reports it)
+    and restored afterwards; ``validation_value=None`` validates with the training value.
 
     Args:
-        schedule: A ``keras_ls.schedules`` object, any Keras ``LearningRateSchedule``, a
-            callable ``step -> float``, or a number.
+        schedule: None, a ``keras_ls.schedules`` object, any Keras ``LearningRateSchedule``,
+            a callable ``step -> float``, or a number.
         update: ``"epoch"`` (default) or ``"batch"``.
         loss: Optional loss (or list of losses) to drive instead of searching ``model.loss``.
         verbose: ``1`` prints the value at each epoch start.
-        hyperparameter: Which schedulable hyperparameter to drive; default: each loss's
-            first one (``label_smoothing``, or ``beta`` for ``ConfidencePenaltyCE``).
+        hyperparameter: Which schedulable hyperparameter to drive.
         validation_value: The value used while ``fit`` validates, or None.
 
     Example:
@@ -90,7 +95,7 @@ class SmoothingScheduler(keras.callbacks.Callback):
 
     def __init__(
         self,
-        schedule: Any,
+        schedule: Any = None,
         update: str = "epoch",
         loss: Any = None,
         verbose: int = 0,
@@ -101,7 +106,9 @@ class SmoothingScheduler(keras.callbacks.Callback):
         super().__init__()
         if update not in _UPDATES:
             raise ValueError(f"`update` must be one of {_UPDATES}; received {update!r}.")
-        self.schedule: Callable[[int], Any] = _schedules.get(schedule)
+        self.schedule: Callable[[int], Any] | None = (
+            None if schedule is None else _schedules.get(schedule)
+        )
         self.update = update
         self.verbose = int(verbose)
         if hyperparameter is not None and not isinstance(hyperparameter, str):
@@ -120,14 +127,39 @@ class SmoothingScheduler(keras.callbacks.Callback):
                 "`loss` must be a keras-ls loss with a schedulable hyperparameter (or a list "
                 f"of them): {_loss_kinds()}; received {loss!r}."
             )
-        self._targets: list[tuple[SchedulableLoss, str]] = []
+        # In step: the schedule is evaluated inside the compiled step (installed in the loss).
+        self._in_step = (
+            self.schedule is not None and update == "batch" and _schedules.is_traceable(schedule)
+        )
+        self._driven: list[tuple[SchedulableLoss, str]] = []  # by this callback's schedule
+        self._scheduled: list[tuple[SchedulableLoss, str, str]] = []  # (loss, name, log key)
+        self._installed: list[tuple[SchedulableLoss, str]] = []
+        self._losses: list[SchedulableLoss] = []
         self._epoch_start = 0  # optimizer.iterations at the current epoch's start
         self._steps_per_epoch: int | None = None
         self._in_fit = False
-        self._plan: tuple[int, list[float]] = (0, [])  # (first step, values), read atomically
         self.value: float | None = None
 
     # -- set-up ----------------------------------------------------------------------------
+    def _find_driven(self, losses: list[SchedulableLoss]) -> list[tuple[SchedulableLoss, str]]:
+        if self.hyperparameter is not None:
+            name = self.hyperparameter
+            driven = [(x, name) for x in losses if name in x.schedulable]
+            if not driven:
+                raise ValueError(
+                    f"`hyperparameter`={self.hyperparameter!r} is not schedulable on any of "
+                    f"{[f'{type(x).__name__} {x.name!r}' for x in losses]}."
+                )
+            return driven
+        driven = [(x, x.schedulable[0]) for x in losses]
+        if len({name for _, name in driven}) > 1:
+            found = ", ".join(f"{type(x).__name__} {x.name!r} ({n})" for x, n in driven)
+            raise ValueError(
+                f"SmoothingScheduler found losses with different hyperparameters: {found}. "
+                "Say which to drive with `loss=` or `hyperparameter=`."
+            )
+        return driven
+
     def on_train_begin(self, logs: dict | None = None) -> None:
         losses = self._given or find_losses(getattr(self.model, "loss", None))
         if not losses:
@@ -137,35 +169,60 @@ class SmoothingScheduler(keras.callbacks.Callback):
                 f"({getattr(self.model, 'loss', None)!r}); compile with one of "
                 f"{_loss_kinds()}, or pass `loss=`."
             )
-        self._targets = []
-        for loss in losses:
-            name = self.hyperparameter or loss.schedulable[0]
-            if name not in loss.schedulable:
+        self._driven = self._find_driven(losses) if self.schedule is not None else []
+        rebuild = False
+        for loss, name in self._driven:
+            state = loss.hyperparameter_state
+            if state.schedules[name] is not None:
                 raise ValueError(
-                    f"`hyperparameter`={name!r} is not schedulable on {type(loss).__name__} "
-                    f"{loss.name!r}; it schedules {', '.join(loss.schedulable)}."
+                    f"{loss.name!r} already follows {state.schedules[name]!r} for `{name}`; "
+                    "use SmoothingScheduler() without a schedule to link it."
                 )
-            self._targets.append((loss, name))
-        states = [loss.hyperparameter_state for loss in losses]
-        replan = False
-        if self.update == "batch":
-            # The compiled step reads each step's value from a plan (HyperparameterState).
-            flat = tree.flatten(getattr(self.model, "loss", None) or [])
-            for loss, state in zip(losses, states):
-                replan |= state.enable_plan()
-                calls = max(1, sum(leaf is loss for leaf in flat))
-                state.set_clock(calls_per_step=calls, counting=True)
-        attach_state(self.model, states, rebuild=replan)
+            if self._in_step:
+                state.schedules[name] = self.schedule
+                self._installed.append((loss, name))
+                rebuild = True
+        own = [
+            (x, n) for x in losses for n, s in x.hyperparameter_state.schedules.items()
+            if s is not None and (x, n) not in self._installed
+        ]
+        if self.schedule is None and not own:
+            raise ValueError(
+                "SmoothingScheduler() without a schedule links losses built with one (e.g. "
+                "SmoothedCE(keras_ls.schedules.Cosine(0.1, 0.0, steps=1000))); the model's "
+                f"losses {[x.name for x in losses]} have none. Pass a schedule."
+            )
+        pairs = [*self._driven, *own]
+        names = [n for _, n in pairs]
+        self._scheduled = [
+            (x, n, n if names.count(n) == 1 or (x, n) in self._driven else f"{x.name}_{n}")
+            for x, n in pairs
+        ]
+        self._losses = [x for x in losses if any(x is y for y, _ in pairs)]
+        iterations = self.model.optimizer.iterations
+        for loss in self._losses:
+            loss.hyperparameter_state.link(iterations)
+            loss.hyperparameter_state.follow(True)
+        attach_state(self.model, [x.hyperparameter_state for x in self._losses])
+        if rebuild:
+            rebuild_steps(self.model)
         self._in_fit = True
         self._steps_per_epoch = (self.params or {}).get("steps") or self._steps_per_epoch
 
     def on_train_end(self, logs: dict | None = None) -> None:
         self._in_fit = False
-        for loss, name in self._targets:
+        for loss, name, _ in self._scheduled:
             state = loss.hyperparameter_state
-            state.pause_plan(name)
-            if self.value is not None:
-                state.set(name, self.value)  # `loss.label_smoothing` reads the last value
+            value = state.get(name)
+            state.follow(False)
+            state.set(name, value)  # `loss.label_smoothing` (and `evaluate`) use the last value
+        for loss, name in self._installed:
+            loss.hyperparameter_state.schedules[name] = None
+        if self._installed:
+            rebuild_steps(self.model)
+        self._installed = []
+        for loss in self._losses:
+            loss.hyperparameter_state.unlink(self.model.optimizer.iterations)
 
     # -- the clock -------------------------------------------------------------------------
     def _iterations(self) -> int:
@@ -173,36 +230,29 @@ class SmoothingScheduler(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         self._epoch_start = self._iterations()
-        if self.update == "batch":
-            for loss, _ in self._targets:
-                loss.hyperparameter_state.set_clock(step=self._epoch_start)
-            self._make_plan(self._epoch_start)
-            return
-        steps = self._steps_per_epoch
-        index = self._epoch_start // steps if steps else int(epoch)
-        self._set(_schedules.evaluate(self.schedule, index))
+        for loss in self._losses:  # JAX: the step's own counter restarts from the optimizer
+            loss.hyperparameter_state.link(self.model.optimizer.iterations)
+        if self.schedule is not None and self.update == "epoch":
+            steps = self._steps_per_epoch
+            index = self._epoch_start // steps if steps else int(epoch)
+            self._set(_schedules.evaluate(self.schedule, index))
         if self.verbose:
-            print(
-                f"\nEpoch {epoch + 1}: SmoothingScheduler sets {self._names()} to {self.value:.6g}."
-            )
+            values = ", ".join(f"{key}={self._value(x, n):.6g}" for x, n, key in self._scheduled)
+            print(f"\nEpoch {epoch + 1}: SmoothingScheduler: {values}.")
 
     def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
-        if self.update != "batch":
+        if self.schedule is None or self.update != "batch" or self._in_step:
             return
-        # `batch` counts from the epoch start (per execution with steps_per_execution).
-        step = self._epoch_start + int(batch)
-        start, values = self._plan
-        if not start <= step < start + len(values):
-            if keras.backend.backend() == "jax":
-                self.model.jax_state_sync()  # mid-epoch, the state lives outside the variables
-            self._make_plan(step)
-        self.value = self._value_at(step)
+        # A Python callable, per batch: a host write before each step.
+        if keras.backend.backend() == "jax":
+            self.model.jax_state_sync()  # mid-epoch, the state lives outside the variables
+        self._set(_schedules.evaluate(self.schedule, self._epoch_start + int(batch)))
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         if not self._steps_per_epoch:  # unknown length: learn it from the first epoch
             done = self._iterations() - self._epoch_start
             self._steps_per_epoch = done if done > 0 else None
-        self._log(logs)
+        self._log(logs, self._iterations() - 1)
 
     #: Keras runs batch-end hooks asynchronously (no device sync per step on JAX and torch)
     #: only if every callback says it is safe. Ours only writes the step's value, a
@@ -210,57 +260,48 @@ class SmoothingScheduler(keras.callbacks.Callback):
     async_safe = True
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
-        if logs is not None and self._targets and self.value is not None:
-            step = self._epoch_start + int(batch)
-            value = self._value_at(step) if self.update == "batch" else self.value
-            for _, name in self._targets:
-                logs[name] = value
+        self._log(logs, self._epoch_start + int(batch))
 
     # -- validation ------------------------------------------------------------------------
     def on_test_begin(self, logs: dict | None = None) -> None:
-        if self._in_fit and self.validation_value is not None:
-            for loss, name in self._targets:
-                state = loss.hyperparameter_state
-                state.pause_plan(name)
-                state.set(name, self.validation_value)
+        if not self._in_fit:
+            return
+        for loss, name, _ in self._scheduled:
+            state = loss.hyperparameter_state
+            value = state.get(name) if self.validation_value is None else self.validation_value
+            state.follow(False)
+            state.set(name, value)
 
     def on_test_end(self, logs: dict | None = None) -> None:
-        if self._in_fit and self.validation_value is not None and self.value is not None:
-            for loss, name in self._targets:
-                state = loss.hyperparameter_state
+        if not self._in_fit:
+            return
+        for loss, name, _ in self._scheduled:
+            state = loss.hyperparameter_state
+            state.follow(True)
+            if state.schedules[name] is None and self.value is not None:
                 state.set(name, self.value)
-                if self.update == "batch":
-                    state.resume_plan(name)
 
-    # -- assignment ------------------------------------------------------------------------
-    def _names(self) -> str:
-        return ", ".join(dict.fromkeys(name for _, name in self._targets))
+    # -- values ----------------------------------------------------------------------------
+    def _value(self, loss: SchedulableLoss, name: str, step: int | None = None) -> float:
+        schedule = loss.hyperparameter_state.schedules[name]
+        if schedule is None:
+            return loss.hyperparameter_state.get(name)
+        step = self._epoch_start if step is None else step
+        return _schedules.evaluate(schedule, max(step, 0))
 
-    def _log(self, logs: dict | None) -> None:
-        if logs is not None and self.value is not None:
-            for _, name in self._targets:
-                logs[name] = self.value
+    def _log(self, logs: dict | None, step: int) -> None:
+        if logs is None:
+            return
+        for loss, name, key in self._scheduled:
+            in_step = loss.hyperparameter_state.schedules[name] is not None
+            logs[key] = self._value(loss, name, step) if in_step else self.value
 
     def _set(self, value: float) -> None:
-        """One value for the coming steps (``update="epoch"``)."""
+        """The host value of the driven hyperparameters for the coming steps."""
         if self.value is None or np.float32(value) != np.float32(self.value):
-            for loss, name in self._targets:
+            for loss, name in self._driven:
                 loss.hyperparameter_state.set(name, value)
         self.value = value
-
-    def _make_plan(self, start: int) -> None:
-        """The values of steps ``start, start + 1, ...``, for the compiled step to look up."""
-        values = [_schedules.evaluate(self.schedule, start + i) for i in range(PLAN_LENGTH)]
-        for loss, name in self._targets:
-            loss.hyperparameter_state.set_plan(name, start, values)
-        self._plan = (start, values)
-        self.value = values[0]
-
-    def _value_at(self, step: int) -> float:
-        start, values = self._plan
-        if start <= step < start + len(values):
-            return values[step - start]
-        return _schedules.evaluate(self.schedule, step)
 
 
 class OnlineLabelSmoothing(keras.callbacks.Callback):
@@ -269,9 +310,6 @@ class OnlineLabelSmoothing(keras.callbacks.Callback):
     - at train start: finds the ``OnlineSmoothedCE`` in ``model.loss`` (or uses ``loss``),
       attaches its state to the model (so the statistics accumulated inside the compiled
       step are kept on every backend and saved with checkpoints) and switches collection on.
-      After ``keras.models.load_model`` of a model compiled with ``metrics=[loss.targets]``
-      (0.1 style), the loss and that metric are separate objects: the saved state is moved
-      into the compiled metric and the loss linked to it;
     - at each epoch start: swaps in the soft labels accumulated during the previous epoch
       (rows without a correct sample keep their value) and clears the accumulators -- at
       the first epoch of a fresh run there is nothing accumulated and the initial matrix
@@ -309,21 +347,6 @@ class OnlineLabelSmoothing(keras.callbacks.Callback):
                 "OnlineLabelSmoothing found no OnlineSmoothedCE in the compiled model's "
                 f"loss ({getattr(self.model, 'loss', None)!r}); compile with one or pass `loss=`."
             )
-        compiled = _compiled_targets(self.model)
-        for loss in losses:
-            if any(t is loss.targets for t in compiled):
-                continue
-            same = [
-                t
-                for t in compiled
-                if t.name == loss.targets.name and t.num_classes == loss.num_classes
-            ]
-            if len(same) == 1:
-                # After load_model the loss (which carries the saved state) and the compiled
-                # metric are separate objects: move the state into the compiled metric.
-                for name in OnlineSmoothedCE.STATE:
-                    getattr(same[0], name).assign(getattr(loss.targets, name).value)
-                loss.targets = same[0]
         attach_state(
             self.model,
             [m for loss in losses for m in (loss.targets, loss.hyperparameter_state)],
@@ -353,24 +376,6 @@ class OnlineLabelSmoothing(keras.callbacks.Callback):
     def on_train_end(self, logs: dict | None = None) -> None:
         self._in_fit = False
         self._set_collecting(0.0)
-
-
-def _compiled_targets(model: keras.Model) -> list[OnlineSoftTargets]:
-    """Every OnlineSoftTargets among the model's compiled (or tracked) metrics.
-
-    Keras builds its compiled-metrics container lazily (at the first traced step on a
-    single device), so the metrics as passed to ``compile`` are searched as well.
-    """
-    found: list[OnlineSoftTargets] = []
-    stack = list(model.metrics) + compiled_user_metrics(model)
-    while stack:
-        m = stack.pop()
-        if isinstance(m, OnlineSoftTargets):
-            if all(m is not f for f in found):
-                found.append(m)
-        elif isinstance(m, keras.metrics.Metric):
-            stack.extend(getattr(m, "metrics", None) or [])
-    return found
 
 
 # Let Keras deserialize our schedules by name (schedules.py stays Keras-free).

@@ -1,18 +1,22 @@
-"""Smoothing-factor schedules: ``schedule(step) -> float``.
+"""Smoothing-factor schedules: ``schedule(step) -> factor``.
 
-Each schedule is a small, pure-Python, serializable object (``get_config`` /
-``from_config``, the same contract as ``keras.optimizers.schedules``) whose
-value depends on the step alone, so a resumed run lands on the same factor.
-The step is the epoch index for ``update="epoch"`` and the global batch index
-for ``update="batch"``.
+Each schedule is a small, serializable object (``get_config`` / ``from_config``, the same
+contract as ``keras.optimizers.schedules``) whose value depends on the step alone, so a
+resumed run lands on the same factor. Like a Keras ``LearningRateSchedule`` it is
+*traceable*: given a Python number it returns a float (computed in float64, as the YOLO
+adapter and the callbacks use it); given a tensor -- the step counter inside a compiled
+train step -- it returns a float32 tensor computed with ``keras.ops``, so a loss built with
+a schedule (``SmoothedCE(Cosine(0.1, 0.0, steps=1000))``) evaluates it in the step, as
+Keras evaluates a learning-rate schedule from ``optimizer.iterations``.
 
 Anything else with that signature is accepted through :func:`get`: a Keras
 ``LearningRateSchedule`` (e.g. ``keras.optimizers.schedules.CosineDecay`` or
 ``PiecewiseConstantDecay`` -- reused, not re-implemented here), a plain
 callable ``step -> float``, or a number (constant).
 
-This module imports neither TensorFlow nor Keras: the YOLO adapter uses it.
-Keras serialization is registered when :mod:`keras_ls.losses` is imported.
+This module imports neither TensorFlow nor Keras (``keras.ops`` is imported only when a
+tensor step arrives, i.e. when Keras is already loaded): the YOLO adapter uses it. Keras
+serialization is registered when :mod:`keras_ls.losses` is imported.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ __all__ = [
     "START_END_NAMES",
     "canonical_name",
     "get",
+    "is_traceable",
     "from_name",
     "evaluate",
     "serialize",
@@ -48,6 +53,23 @@ def _check_steps(steps: Any, name: str = "steps") -> int:
     if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
         raise ValueError(f"`{name}` must be an integer >= 1; received {steps!r}.")
     return int(steps)
+
+
+def _is_number(step: Any) -> bool:
+    """A host step (Python or numpy scalar) rather than a tensor of a compiled step."""
+    return isinstance(step, (int, float, np.integer, np.floating)) or (
+        isinstance(step, np.ndarray) and step.ndim == 0
+    )
+
+
+def _ops() -> Any:
+    from keras import ops  # a tensor step means Keras is loaded already
+
+    return ops
+
+
+def _float_step(step: Any) -> Any:
+    return _ops().cast(step, "float32")
 
 
 def _check_step(step: Any) -> float:
@@ -89,7 +111,9 @@ class Constant(SmoothingSchedule):
     def __init__(self, value: float = 0.1):
         self.value = validate_factor(value, "value")
 
-    def __call__(self, step: int) -> float:
+    def __call__(self, step: Any) -> Any:
+        if not _is_number(step):
+            return _float_step(step) * 0.0 + self.value
         _check_step(step)
         return self.value
 
@@ -105,8 +129,10 @@ class _StartEnd(SmoothingSchedule):
         self.end = validate_factor(end, "end")
         self.steps = _check_steps(steps)
 
-    def _progress(self, step: int) -> float:
+    def _progress(self, step: Any) -> Any:
         """``t`` in ``[0, 1]``: how far along the path ``step`` is."""
+        if not _is_number(step):
+            return _ops().minimum(_float_step(step), float(self.steps)) / float(self.steps)
         return min(_check_step(step), self.steps) / self.steps
 
     def get_config(self) -> dict:
@@ -119,16 +145,17 @@ class Linear(_StartEnd):
     ``Linear(0.2, 0.0, steps=10)(5) == 0.1``.
     """
 
-    def __call__(self, step: int) -> float:
+    def __call__(self, step: Any) -> Any:
         return self.start + (self.end - self.start) * self._progress(step)
 
 
 class Cosine(_StartEnd):
     """Half-cosine from ``start`` to ``end`` over ``steps`` steps, then ``end``."""
 
-    def __call__(self, step: int) -> float:
+    def __call__(self, step: Any) -> Any:
+        t = self._progress(step)
+        cos = math.cos(math.pi * t) if _is_number(step) else _ops().cos(math.pi * t)
         # Written from `end`, so that the last step gives `end` exactly.
-        cos = math.cos(math.pi * self._progress(step))
         return self.end + (self.start - self.end) * 0.5 * (1.0 + cos)
 
 
@@ -154,7 +181,15 @@ class Piecewise(SmoothingSchedule):
         self.boundaries = boundaries
         self.values = [validate_factor(v, "values") for v in values]
 
-    def __call__(self, step: int) -> float:
+    def __call__(self, step: Any) -> Any:
+        if not _is_number(step):
+            ops = _ops()
+            if not self.boundaries:
+                return _float_step(step) * 0.0 + self.values[0]
+            passed = ops.greater_equal(_float_step(step)[None], ops.convert_to_tensor(
+                np.asarray(self.boundaries, np.float32)))
+            index = ops.sum(ops.cast(passed, "int32"))
+            return ops.take(ops.convert_to_tensor(np.asarray(self.values, np.float32)), index)
         step = _check_step(step)
         i = sum(step >= b for b in self.boundaries)
         return self.values[i]
@@ -175,11 +210,22 @@ class Warmup(SmoothingSchedule):
         self.warmup_steps = _check_steps(warmup_steps, "warmup_steps")
         self.start = validate_factor(start, "start")
         self.after = get(after)
+        if not is_traceable(self.after):
+            raise TypeError(
+                "`after` must be a number, a keras_ls.schedules object or a Keras "
+                f"LearningRateSchedule (evaluated inside the train step); received {after!r}."
+            )
 
-    def __call__(self, step: int) -> float:
+    def __call__(self, step: Any) -> Any:
+        target = evaluate(self.after, 0)
+        if not _is_number(step):
+            ops = _ops()
+            s = _float_step(step)
+            warm = self.start + (target - self.start) * s / float(self.warmup_steps)
+            after = self.after(ops.maximum(s - float(self.warmup_steps), 0.0))
+            return ops.where(ops.less(s, float(self.warmup_steps)), warm, after)
         step = _check_step(step)
         if step < self.warmup_steps:
-            target = evaluate(self.after, 0)
             return self.start + (target - self.start) * step / self.warmup_steps
         return evaluate(self.after, step - self.warmup_steps)
 
@@ -211,8 +257,6 @@ REGISTRY: dict[str, type[SmoothingSchedule]] = {
 ALIASES: dict[str, str] = {"step": "piecewise"}
 #: Names that :func:`from_name` can build from (start, end, steps).
 START_END_NAMES: tuple[str, ...] = ("constant", "linear", "cosine", "piecewise", "step")
-#: Deprecated alias of :data:`START_END_NAMES` (the 0.1.0 name).
-SCHEDULE_NAMES = START_END_NAMES
 
 
 def canonical_name(name: Any) -> str:
@@ -268,6 +312,19 @@ def evaluate(schedule: Callable[[int], Any], step: int) -> float:
         return validate_factor(value, "label_smoothing")
     except (TypeError, ValueError) as e:
         raise type(e)(f"Schedule {schedule!r} at step {step}: {e}") from None
+
+
+def is_traceable(schedule: Any) -> bool:
+    """True if ``schedule(step)`` can be evaluated inside a compiled step from a tensor step:
+    a keras-ls schedule or a Keras ``LearningRateSchedule`` (checked by its module, so that
+    this stays importable without Keras). A plain Python callable is evaluated on the host
+    (``keras_ls.SmoothingScheduler``)."""
+    if isinstance(schedule, SmoothingSchedule):
+        return True
+    return any(
+        c.__name__ == "LearningRateSchedule" and c.__module__.startswith("keras")
+        for c in type(schedule).__mro__
+    )
 
 
 def get(identifier: Any) -> Callable[[int], Any]:

@@ -19,7 +19,7 @@ import pytest
 import keras_ls
 
 ROOT = Path(__file__).resolve().parents[1]
-FIXTURE = ROOT / "tests" / "fixtures" / "v0_1_multi_loss.keras"
+FIXTURE = ROOT / "tests" / "fixtures" / "v0_2_multi_loss.keras"
 BACKENDS = ("tensorflow", "jax", "torch")
 NAMES = sorted(keras_ls.__all__)
 
@@ -37,7 +37,7 @@ CHECK = f"""
 import keras
 m = keras.saving.load_model({str(FIXTURE)!r})
 assert type(m.loss["a"]).__name__ == "SmoothedCE", m.loss
-o = keras.saving.load_model({str(FIXTURE.with_name("v0_1_online.keras"))!r})
+o = keras.saving.load_model({str(FIXTURE.with_name("v0_2_online.keras"))!r})
 assert type(o.loss).__name__ == "OnlineSmoothedCE"
 print("OK", keras.backend.backend())
 """
@@ -111,24 +111,3 @@ def test_framework_free_modules_load_no_framework():
         "print('OK')\n"
     )
     _assert_ok({"framework-free": _python(code, "tensorflow")})
-
-
-def test_deprecated_module_names_still_import_and_warn():
-    code = (
-        "import warnings\n"
-        "warnings.simplefilter('error', DeprecationWarning)\n"
-        "for mod in ('keras_ls.online', 'keras_ls.losses_extra', 'keras_ls.data'):\n"
-        "    try:\n"
-        "        __import__(mod)\n"
-        "        raise SystemExit(mod + ' did not warn')\n"
-        "    except DeprecationWarning as e:\n"
-        "        assert 'deprecated' in str(e), e\n"
-        "warnings.simplefilter('ignore', DeprecationWarning)\n"
-        "from keras_ls.online import OnlineSmoothedCE, OnlineLabelSmoothing, OnlineSoftTargets\n"
-        "from keras_ls.losses_extra import ConfidencePenaltyCE, SmoothedDice\n"
-        "from keras_ls.data import load_fashion_mnist\n"
-        "import keras_ls\n"
-        "assert OnlineSmoothedCE is keras_ls.OnlineSmoothedCE\n"
-        "print('OK')\n"
-    )
-    _assert_ok({"deprecated": _python(code, "tensorflow")})

@@ -14,7 +14,7 @@ import pytest
 import tensorflow as tf
 
 import keras_ls
-from keras_ls.losses_extra import ConfidencePenaltyCE, SmoothedDice
+from keras_ls.losses import ConfidencePenaltyCE, SmoothedDice
 
 RTOL = 2e-5
 ATOL = 2e-5
@@ -180,10 +180,10 @@ def test_cp_bad_input_names_the_argument():
         ConfidencePenaltyCE(from_logits=True)(np.zeros((2, 3)), np.zeros((2, 4)))
 
 
-def test_cp_beta_alias_serialization_and_keras_save(tmp_path):
+def test_cp_beta_serialization_and_keras_save(tmp_path):
     loss = ConfidencePenaltyCE(0.2, from_logits=True, ignore_class=3, axis=-1)
     loss.beta = 0.4
-    assert loss.label_smoothing == pytest.approx(0.4)
+    assert not hasattr(loss, "label_smoothing")  # beta is the one name (0.1's alias is gone)
     cfg = keras.losses.serialize(loss)
     back = keras.losses.deserialize(json.loads(json.dumps(cfg)))
     assert isinstance(back, ConfidencePenaltyCE)
@@ -298,10 +298,16 @@ def test_scheduler_drives_beta_and_dice_factor():
     model = keras.Model(inp, {"ce": out, "dice": keras.layers.Identity()(out)})
     cp, dice = ConfidencePenaltyCE(0.5, from_logits=True), SmoothedDice(0.5, from_logits=True)
     model.compile("sgd", loss={"ce": cp, "dice": dice})
-    sched = keras_ls.SmoothingScheduler(keras_ls.schedules.Linear(0.4, 0.0, steps=2))
-    hist = model.fit(x, {"ce": y, "dice": y}, epochs=3, batch_size=16, verbose=0,
-                     callbacks=[sched])
-    # Each loss's own schedulable hyperparameter is driven, and logged under its name.
+    linear = keras_ls.schedules.Linear(0.4, 0.0, steps=2)
+    # beta and label_smoothing are different hyperparameters: which one is ambiguous
+    with pytest.raises(ValueError, match=r"different hyperparameters.*beta.*label_smoothing"):
+        model.fit(x, {"ce": y, "dice": y}, epochs=1, batch_size=16, verbose=0,
+                  callbacks=[keras_ls.SmoothingScheduler(linear)])
+    hist = model.fit(x, {"ce": y, "dice": y}, epochs=3, batch_size=16, verbose=0, callbacks=[
+        keras_ls.SmoothingScheduler(linear, hyperparameter="beta"),
+        keras_ls.SmoothingScheduler(linear, loss=dice),
+    ])
+    # Each driven hyperparameter is logged under its name.
     assert hist.history["label_smoothing"] == pytest.approx([0.4, 0.2, 0.0])
     assert hist.history["beta"] == pytest.approx([0.4, 0.2, 0.0])
     assert cp.beta == 0.0 and dice.label_smoothing == 0.0

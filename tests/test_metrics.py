@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from ls_reference import ROOT, run_python
+from ls_reference import run_python
 
 from keras_ls.calibration import (
     bin_edges,
@@ -488,36 +488,6 @@ def test_binary_and_multi_label_models(jit_compile):
         assert got[f"binary_{name}"] == pytest.approx(want, abs=1e-6)
         want = fn(y_multi, out["multi"], 10, multi_label=True)
         assert got[f"multi_{name}"] == pytest.approx(want, abs=1e-6)
-
-
-@pytest.mark.slow
-def test_v0_1_model_still_loads():
-    """A .keras saved by keras-ls 0.1.0 with ExpectedCalibrationError(10, from_logits=True)."""
-    import keras_ls  # noqa: F401 - registers the classes
-
-    fixtures = ROOT / "tests" / "fixtures"
-    model = keras.saving.load_model(fixtures / "v0_1_multi_loss.keras")
-    # The data of tests/fixtures/make_v0_1.py, drawn again from the same generator.
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(64, 5)).astype("float32")
-    y = rng.integers(0, 3, 64)
-    y_bin = (rng.random((64, 2)) > 0.5).astype("float32")
-    np.testing.assert_array_equal(x, np.load(fixtures / "v0_1_x.npy"))
-    pred = model.predict(x, verbose=0)
-    np.testing.assert_allclose(pred["a"], np.load(fixtures / "v0_1_multi_loss_pred.npz")["a"],
-                               rtol=1e-6)
-    got = model.evaluate(x, {"a": y, "b": y, "c": y_bin}, batch_size=64, verbose=0,
-                         return_dict=True)
-    want = expected_calibration_error(y, pred["a"], 10, from_logits=True)
-    assert got["a_ece"] == pytest.approx(want, abs=1e-6)
-    metrics = [  # compiled metrics sit in a CompileMetrics container, built by evaluate
-        m for c in model.metrics for m in [c, *getattr(c, "metrics", [])]
-        if isinstance(m, ExpectedCalibrationError)
-    ]
-    assert len(metrics) == 1
-    assert (metrics[0].num_bins, metrics[0].from_logits, metrics[0].multi_label) == (
-        10, True, False
-    )
 
 
 _BACKEND_SCRIPT = r"""

@@ -29,7 +29,6 @@ from keras_ls.losses.crossentropy import (
     SmoothedCE,
     smoothed_binary_crossentropy,
     smoothed_crossentropy,
-    sparse_smoothed_crossentropy,
 )
 from keras_ls.losses.dice import SmoothedDice, smoothed_dice
 from keras_ls.losses.online import (
@@ -55,7 +54,6 @@ __all__ = [
     "smoothed_binary_crossentropy",
     "smoothed_crossentropy",
     "smoothed_dice",
-    "sparse_smoothed_crossentropy",
 ]
 
 # Importing any Keras-side keras-ls module registers every keras-ls class with Keras.

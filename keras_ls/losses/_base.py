@@ -1,26 +1,33 @@
-"""What every keras-ls loss shares: schedulable hyperparameters held as model state.
+"""What every keras-ls loss shares: hyperparameters that are numbers or schedules.
 
-A keras-ls loss class holds configuration and its *schedulable hyperparameters*: the
-factors that may change during ``fit`` (``SmoothedCE.label_smoothing``,
-``ConfidencePenaltyCE.beta``...). The protocol is a class attribute,
-``schedulable = ("beta",)``, naming attributes declared with :class:`Hyperparameter`;
-``keras_ls.SmoothingScheduler`` drives any loss that declares one, and its messages are
-derived from it.
+A keras-ls loss class holds configuration and its *schedulable hyperparameters*: the factors
+that may change during ``fit`` (``SmoothedCE.label_smoothing``, ``ConfidencePenaltyCE.beta``),
+named by a class attribute (``schedulable = ("beta",)``). Each one is given, as Keras'
+optimizers take a learning rate, either as a number or as a schedule (a ``keras_ls.schedules``
+object or a Keras ``LearningRateSchedule``).
 
-The values live in a :class:`HyperparameterState`, a ``keras.metrics.Metric`` with one
-non-trainable float32 variable per hyperparameter (as ``keras.optimizers.Optimizer`` holds
-its learning rate in a variable with an ``assign`` setter). Why a metric: on JAX only
-model-tracked state (trainable, non-trainable, optimizer and *metric* variables) travels
-through the compiled train step, so the keras-ls callbacks attach the state to the model
-(:func:`attach_state`) and the value changes from step to step without re-jitting. On TF
-and torch the compiled step reads the variable directly. ``reset_state`` is a no-op and
-``result()`` is empty: the state is not a measurement.
+The values live in a :class:`HyperparameterState`: a ``keras.metrics.Metric`` (on JAX only
+model-tracked state travels through a compiled step, and metric variables are the kind a
+callback may add to a built model) with one float32 variable per hyperparameter and an int
+``iterations`` counter. Inside the compiled step a number is read from its variable; a
+schedule is evaluated with ``keras.ops`` at the training step, as Keras evaluates a
+learning-rate schedule at ``optimizer.iterations``:
+
+- ``keras_ls.SmoothingScheduler`` *links* the losses of the model it trains: on TensorFlow and
+  torch the step reads ``optimizer.iterations`` itself; on JAX (optimizer variables are not
+  in scope of ``compute_loss`` there) the state is attached to the model, the callback sets
+  ``iterations`` from ``optimizer.iterations`` at each epoch start and the step adds one per
+  training step;
+- ``following`` is 1 while a schedule is followed and 0 while the plain value is used
+  (validation, ``validation_value``; after ``fit``), so validation never moves the step.
+
+Unlinked, a schedule is evaluated at the ``iterations`` saved with the loss (the last
+training step of a linked ``fit``).
 """
 
 from __future__ import annotations
 
-import sys
-import weakref
+import warnings
 from collections.abc import Callable
 from functools import partial
 from typing import Any, ClassVar
@@ -29,23 +36,16 @@ import keras
 import numpy as np
 from keras import ops, tree
 
-# Keras' own helpers for the masked, weighted reduction of `Loss.__call__` (reused, see
-# SchedulableLoss.__call__); no public alias exists.
-from keras.src.backend import get_keras_mask
-from keras.src.backend.common.stateless_scope import get_stateless_scope
-from keras.src.losses.loss import reduce_weighted_values
-
+from keras_ls import _compat
+from keras_ls import schedules as _schedules
 from keras_ls.losses._labels import check_axis, check_ignore_class
 from keras_ls.smoothing import validate_factor, validate_prior
 
 __all__ = [
-    "PLAN_LENGTH",
     "Hyperparameter",
     "HyperparameterState",
     "LabelSmoothingLoss",
     "SchedulableLoss",
-    "attach_state",
-    "compiled_user_metrics",
     "find_losses",
     "global_masked_mean",
     "schedulable_loss_classes",
@@ -60,172 +60,139 @@ ARGUMENT_CHECKS: dict[str, Callable[[Any], Any]] = {
     "prior": partial(validate_prior, name="prior"),
 }
 
+# Host checks of a schedule given to a loss: its values at these steps must be factors.
+_CHECK_STEPS = (0, 1, 10, 100, 1_000, 10_000, 100_000, 1_000_000)
 
-#: Steps of a per-step schedule held on the device at once (see HyperparameterState).
-PLAN_LENGTH = 256
+
+def as_number_or_schedule(value: Any, name: str) -> tuple[float, Any]:
+    """``(initial value, schedule or None)`` for a hyperparameter given to a loss."""
+    if isinstance(value, dict):  # a serialized schedule (get_config)
+        value = _schedules.deserialize(value)
+    if _schedules.is_traceable(value):
+        for step in _CHECK_STEPS:
+            _schedules.evaluate(value, step)  # a clear error now, not a NaN in the step
+        return _schedules.evaluate(value, 0), value
+    if callable(value) and not isinstance(value, bool):
+        raise TypeError(
+            f"`{name}` must be a number in [0, 1] or a schedule evaluated inside the train "
+            "step (a keras_ls.schedules object or a keras.optimizers.schedules."
+            f"LearningRateSchedule); received {value!r}. A Python callable is evaluated on the "
+            "host by keras_ls.SmoothingScheduler(fn)."
+        )
+    return validate_factor(value, name), None
 
 
 @keras.saving.register_keras_serializable(package="keras_ls")
 class HyperparameterState(keras.metrics.Metric):
-    """The schedulable hyperparameters of one loss, as non-trainable variables.
-
-    One float32 variable per hyperparameter. A per-batch schedule adds a *plan*
-    (:meth:`enable_plan`): per hyperparameter the values of the next :data:`PLAN_LENGTH`
-    training steps, which the compiled step looks up itself, so the value changes at every
-    step with one small host write every ``PLAN_LENGTH`` steps instead of one per step (on
-    JAX each host write means copying the whole model state back and forth). The step is
-    counted by the loss in an int32 ``clock`` vector, ``[calls, calls_per_step, counting,
-    plan_start, on_0, on_1, ...]``: ``calls`` grows by ``counting`` (1 while ``fit`` trains,
-    0 while it validates) at every call, a loss that serves ``calls_per_step`` outputs is
-    called that many times per step, and ``on_i`` switches hyperparameter ``i``'s plan on.
-    Everything is packed into few variables because each one is an argument of every
-    compiled step. ``keras_ls.SmoothingScheduler`` sets all of this up.
-
-    Only the values are saved (``save_own_variables``): plans and clocks are rebuilt by the
-    scheduler from ``optimizer.iterations``.
+    """The schedulable hyperparameters of one loss: values, schedules and the step.
 
     Args:
-        values: ``{name: initial value}``; every value is a factor in ``[0, 1]``.
+        values: ``{name: number or schedule}``.
         name: Metric name.
     """
 
-    _CALLS, _PER_STEP, _COUNTING, _START, _ON = range(5)
-
-    def __init__(self, values: dict[str, float] | None = None, name: str | None = None):
+    def __init__(self, values: dict[str, Any] | None = None, name: str | None = None):
         super().__init__(name=name, dtype="float32")
+        self.schedules: dict[str, Any] = {}
         self._vars: dict[str, keras.Variable] = {}
-        for key, value in (values or {}).items():
-            value = validate_factor(value, key)
-            self._vars[key] = self._add((), keras.initializers.Constant(value), key)
-        self._plans: dict[str, keras.Variable] = {}
-        self._clock: keras.Variable | None = None
-        self._constant_in: weakref.WeakSet = weakref.WeakSet()
+        for key, given in (values or {}).items():
+            value, self.schedules[key] = as_number_or_schedule(given, key)
+            self._vars[key] = self._add(key, keras.initializers.Constant(value))
+        self.iterations = self._add("iterations", "zeros", dtype="int32")
+        self.following = self._add("following", "ones")
+        self.source: keras.Variable | None = None  # optimizer.iterations, once linked
+        self.mirrors = False  # JAX: `iterations` follows the optimizer (see `step`)
+        self.baked = False  # JAX: traced as constants into a jitted function
+        self._memo: tuple[Any, Any] = (None, None)
 
-    def _add(self, shape: tuple, initializer: Any, name: str, dtype: str = "float32") -> Any:
+    def _add(self, name: str, initializer: Any, dtype: str = "float32") -> keras.Variable:
         # Assigned from callbacks (cross-replica under tf.distribute): one value for all.
         return self.add_variable(
-            shape=shape,
-            initializer=initializer,
-            dtype=dtype,
-            aggregation="only_first_replica",
+            shape=(), initializer=initializer, dtype=dtype, aggregation="only_first_replica",
             name=name,
         )
 
+    # -- the host side ---------------------------------------------------------------------
+    def host_step(self) -> int:
+        """The training step the next compiled step will use."""
+        counter = self.source if self.source is not None else self.iterations
+        return int(ops.convert_to_numpy(counter.value))
+
     def get(self, name: str) -> float:
+        """The value the compiled step uses now, as a Python float."""
+        following = float(ops.convert_to_numpy(self.following.value)) > 0
+        if self.schedules[name] is not None and following:
+            return _schedules.evaluate(self.schedules[name], self.host_step())
         return float(ops.convert_to_numpy(self._vars[name].value))
 
     def set(self, name: str, value: Any) -> None:
+        """Assign a number (the loss's own value, or a callback's epoch/validation value)."""
+        if self.baked:
+            raise RuntimeError(
+                f"`{name}` of this loss was compiled into a jax.jit function as a constant "
+                "(JAX carries only model state through a jitted step), so a new value would "
+                "be silently ignored there. In `model.fit`, let keras_ls.SmoothingScheduler "
+                "set it (its state then travels as model state); in your own jax.jit step, "
+                "pass the factor as an argument of the functional loss, e.g. "
+                f"keras_ls.losses.smoothed_crossentropy(y, logits, {name}=a)."
+            )
         self._vars[name].assign(validate_factor(value, name))
-        self._rejoin_models()
 
-    # -- the per-step plan (host side) ---------------------------------------------------------
-    def enable_plan(self) -> bool:
-        """Create the plan variables (before the step is traced); True if they are new."""
-        if self._clock is not None:
-            return False
-        for key in self._vars:
-            self._plans[key] = self._add((PLAN_LENGTH,), "zeros", f"{key}_plan")
-        clock = np.zeros(self._ON + len(self._vars), np.int32)
-        clock[self._PER_STEP] = 1
-        self._clock = self._add(
-            clock.shape, keras.initializers.Constant(clock), "clock", dtype="int32"
-        )
-        return True
+    def follow(self, on: bool) -> None:
+        self.following.assign(1.0 if on else 0.0)
 
-    def _update_clock(self, changes: dict[int, int]) -> None:
-        """Write ``{position: value}`` into the clock (one small host-to-device copy)."""
-        clock = np.array(ops.convert_to_numpy(self._clock.value))
-        for index, value in changes.items():
-            clock[index] = value
-        if self._CALLS in changes:  # given as a step: count it in calls
-            clock[self._CALLS] = changes[self._CALLS] * max(int(clock[self._PER_STEP]), 1)
-        self._clock.assign(clock)
+    def link(self, iterations: keras.Variable) -> None:
+        """Evaluate the schedules at ``iterations`` (a model's ``optimizer.iterations``)."""
+        self.iterations.assign(ops.convert_to_numpy(iterations.value))
+        if keras.backend.backend() == "jax":
+            self.mirrors, self.baked = True, False
+        else:
+            self.source = iterations
 
-    def set_clock(
-        self,
-        *,
-        step: int | None = None,
-        calls_per_step: int | None = None,
-        counting: bool | None = None,
-    ) -> None:
-        """Set the step the next call counts as, the calls per step, or the counting switch."""
-        changes = {
-            self._CALLS: step,
-            self._PER_STEP: calls_per_step,
-            self._COUNTING: None if counting is None else int(counting),
-        }
-        self._update_clock({k: int(v) for k, v in changes.items() if v is not None})
+    def unlink(self, iterations: keras.Variable) -> None:
+        """Stop following ``iterations``; keep its value (saved with the loss)."""
+        self.iterations.assign(ops.convert_to_numpy(iterations.value))
+        self.source, self.mirrors = None, False
 
-    def _on(self, name: str) -> int:
-        return self._ON + list(self._vars).index(name)
+    # -- inside the compiled step ----------------------------------------------------------
+    def step(self) -> Any:
+        """The training step, inside the compiled step."""
+        if self.source is not None:
+            return self.source.value
+        if not self.mirrors:
+            return self.iterations.value
+        # JAX: Keras runs each step's loss in one StatelessScope; a loss serving several
+        # outputs is called once per output, and must count the step once.
+        scope = _compat.stateless_scope()
+        if scope is None:
+            return self.iterations.value
+        if self._memo[0] is not scope:
+            step = self.iterations.value
+            self.iterations.assign(step + ops.cast(self.following.value, step.dtype))
+            self._memo = (scope, step)
+        return self._memo[1]
 
-    def set_plan(self, name: str, start: int, values: Any) -> None:
-        """Use ``values[i]`` at step ``start + i`` (a step past the end keeps the last)."""
-        values = np.asarray(values, dtype=np.float32)[:PLAN_LENGTH]
-        self._plans[name].assign(np.pad(values, (0, PLAN_LENGTH - len(values)), mode="edge"))
-        self._update_clock({self._START: int(start), self._on(name): 1})
-
-    def pause_plan(self, name: str) -> None:
-        """Stop counting steps and use the plain value of ``name`` (validation, end of
-        ``fit``); the plan is kept. One clock write."""
-        if self._clock is not None:
-            self._update_clock({self._COUNTING: 0, self._on(name): 0})
-
-    def resume_plan(self, name: str) -> None:
-        """Count steps and follow the plan of ``name`` again (after validation)."""
-        self._update_clock({self._COUNTING: 1, self._on(name): 1})
-
-    # -- inside the compiled step ------------------------------------------------------------
     def read(self, name: str) -> Any:
         """The value for this step, inside the compiled step."""
-        if keras.backend.backend() == "jax":
-            self._note_jax_constant(self._vars[name])
         value = self._vars[name].value
-        if self._clock is None:
+        schedule = self.schedules[name]
+        if schedule is None:
             return value
-        clock = self._clock.value
-        step = ops.floor_divide(clock[self._CALLS], ops.maximum(clock[self._PER_STEP], 1))
-        index = ops.clip(step - clock[self._START], 0, PLAN_LENGTH - 1)
-        on = clock[self._on(name)]
-        return ops.where(ops.greater(on, 0), ops.take(self._plans[name].value, index), value)
+        scheduled = ops.cast(schedule(self.step()), "float32")
+        return ops.where(ops.greater(self.following.value, 0.0), scheduled, value)
 
-    def count_call(self) -> None:
-        """One more loss call inside the step (only counts while ``counting`` is 1)."""
-        if self._clock is not None:
-            clock = self._clock.value
-            one_hot = ops.cast(ops.equal(ops.arange(clock.shape[0]), self._CALLS), "int32")
-            self._clock.assign(clock + one_hot * clock[self._COUNTING])
+    def note_trace(self, y_pred: Any) -> None:
+        """JAX: remember when a jitted function traced this state as constants."""
+        if keras.backend.backend() != "jax" or self.baked:
+            return
+        import jax
 
-    def _note_jax_constant(self, variable: keras.Variable) -> None:
-        """Remember the model whose jitted step is tracing this state as a constant.
-
-        On JAX, a variable that is not model state is baked into a jitted step as a
-        constant. When that happens (no keras-ls callback attached the state), the model
-        is found on the stack of the trace -- its ``train_step``/``test_step`` -- so that a
-        later assignment can make the state part of that model (:meth:`_rejoin_models`).
-        """
-        scope = get_stateless_scope()
-        if (
-            scope is None
-            or not scope.state_mapping
-            or scope.get_current_value(variable) is not None
-        ):
-            return  # eager, a shape inference (empty mapping), or the value travels as state
-        frame = sys._getframe(1)
-        for _ in range(40):
-            frame = frame.f_back
-            if frame is None:
-                return
-            model = frame.f_locals.get("self")
-            if isinstance(model, keras.Model):
-                self._constant_in.add(model)
-                return
-
-    def _rejoin_models(self) -> None:
-        for model in list(self._constant_in):
-            # One retrace, after which the value travels through the step as state.
-            attach_state(model, [self])  # rebuilds the JAX step when it adds the state
-        self._constant_in.clear()
+        if not isinstance(y_pred, jax.core.Tracer):
+            return
+        scope = _compat.stateless_scope()
+        travels = scope is not None and scope.get_current_value(self.following) is not None
+        if not travels:
+            self.baked = True
 
     # Not a measurement: Keras resets metrics at every epoch and `evaluate`.
     def update_state(self, *args: Any, **kwargs: Any) -> None:
@@ -237,25 +204,21 @@ class HyperparameterState(keras.metrics.Metric):
     def result(self) -> dict:
         return {}
 
-    def save_own_variables(self, store: Any) -> None:
-        for i, var in enumerate(self._vars.values()):
-            store[str(i)] = ops.convert_to_numpy(var.value)
-
-    def load_own_variables(self, store: Any) -> None:
-        # Files written by keras-ls 0.1 hold no state here: keep the value from the config.
-        for i, var in enumerate(self._vars.values()):
-            if str(i) in store:
-                var.assign(np.asarray(store[str(i)]))
-
     def get_config(self) -> dict:
-        return {"name": self.name, "values": {k: self.get(k) for k in self._vars}}
+        values = {
+            k: self.get(k) if s is None else _schedules.serialize(s)
+            for k, s in self.schedules.items()
+        }
+        return {"name": self.name, "values": values}
 
 
 class Hyperparameter:
     """A loss attribute held in its :class:`HyperparameterState`.
 
-    Reads give a Python float; assignment validates (a factor in ``[0, 1]``) and ``assign``s
-    the variable, which the compiled train step reads without retracing.
+    Reads give the value the compiled step uses now (a schedule's value at the current
+    step); assignment validates and ``assign``s the variable, which the compiled step reads
+    without retracing. A hyperparameter given as a schedule follows it: assigning a number to
+    it is an error (build the loss with a number instead).
     """
 
     def __init__(self, doc: str = ""):
@@ -270,7 +233,13 @@ class Hyperparameter:
         return obj.hyperparameter_state.get(self.name)
 
     def __set__(self, obj: Any, value: Any) -> None:
-        obj.hyperparameter_state.set(self.name, value)
+        state = obj.hyperparameter_state
+        if state.schedules[self.name] is not None:
+            raise ValueError(
+                f"`{self.name}` of {obj.name!r} follows {state.schedules[self.name]!r}; "
+                "build the loss with a number to set it by hand."
+            )
+        state.set(self.name, value)
 
 
 class SchedulableLoss(keras.losses.Loss):
@@ -279,12 +248,12 @@ class SchedulableLoss(keras.losses.Loss):
 
     Subclasses declare ``schedulable = ("name", ...)`` (the first is the one a
     ``SmoothingScheduler`` drives by default), each a :class:`Hyperparameter` attribute, and
-    pass to ``__init__`` the functional loss ``fn``, the hyperparameters' initial values,
-    ``fn``'s other keyword arguments (each becomes an attribute and a ``get_config`` entry;
-    the shared ones are validated by ``ARGUMENT_CHECKS``, any other by the subclass) and the
-    ``keras.losses.Loss`` arguments (``name``, ``reduction``, ``dtype``) as ``**kwargs``.
-    ``call`` is ``fn(y_true, y_pred, **hyperparameters, **arguments)`` with the
-    hyperparameters read inside the compiled step.
+    pass to ``__init__`` the functional loss ``fn``, the hyperparameters' initial values
+    (numbers or schedules), ``fn``'s other keyword arguments (each becomes an attribute and a
+    ``get_config`` entry; the shared ones are validated by ``ARGUMENT_CHECKS``, any other by
+    the subclass) and the ``keras.losses.Loss`` arguments (``name``, ``reduction``, ``dtype``)
+    as ``**kwargs``. ``call`` is ``fn(y_true, y_pred, **hyperparameters, **arguments)`` with
+    the hyperparameters read inside the compiled step.
     """
 
     schedulable: ClassVar[tuple[str, ...]] = ()
@@ -292,7 +261,7 @@ class SchedulableLoss(keras.losses.Loss):
     def __init__(
         self,
         fn: Callable[..., Any],
-        hyperparameters: dict[str, float],
+        hyperparameters: dict[str, Any],
         *,
         name: str | None = None,
         reduction: str | None = "sum_over_batch_size",
@@ -310,6 +279,7 @@ class SchedulableLoss(keras.losses.Loss):
         for key, value in arguments.items():
             setattr(self, key, ARGUMENT_CHECKS[key](value) if key in ARGUMENT_CHECKS else value)
         self._hyperparameters = HyperparameterState(hyperparameters, name=f"{self.name}_state")
+        self._warned_unlinked = False
 
     def call(self, y_true: Any, y_pred: Any) -> Any:
         values = {k: self.factor(k, "float32") for k in self.schedulable}
@@ -324,39 +294,62 @@ class SchedulableLoss(keras.losses.Loss):
         """Hyperparameter ``name`` as a scalar tensor of ``dtype``, read inside the step."""
         return ops.cast(self._hyperparameters.read(name), dtype)
 
+    def _check_state(self, y_pred: Any) -> None:
+        if _compat.in_symbolic_scope():  # Keras computing shapes, not a step
+            return
+        state = self._hyperparameters
+        state.note_trace(y_pred)
+        scheduled = [k for k, s in state.schedules.items() if s is not None]
+        linked = state.source is not None or state.mirrors
+        if scheduled and not linked and not self._warned_unlinked:
+            self._warned_unlinked = True
+            warnings.warn(
+                f"{self.name!r} follows a schedule for {', '.join(scheduled)}, evaluated at "
+                "the training step, but no keras_ls.SmoothingScheduler links it to a model's "
+                f"optimizer: it stays at step {state.host_step()}. Add "
+                "`callbacks=[keras_ls.SmoothingScheduler()]` to `fit`.",
+                stacklevel=3,
+            )
+
     def __call__(self, y_true: Any, y_pred: Any, sample_weight: Any = None) -> Any:
         # Keras' Loss.__call__ casts y_true to the loss dtype, which rounds integer labels
         # above 256 under bfloat16. Same steps, with labels left as given.
-        in_mask = get_keras_mask(y_pred)
+        in_mask = _compat.get_keras_mask(y_pred)
+        self._check_state(y_pred)
         with keras.name_scope(self.name):
             y_pred = ops.convert_to_tensor(y_pred, self.dtype)
             y_true = ops.convert_to_tensor(y_true)
             losses = self.call(y_true, y_pred)
-            self._hyperparameters.count_call()
-            out_mask = get_keras_mask(losses)
+            out_mask = _compat.get_keras_mask(losses)
             if out_mask is not None:
                 losses, out_mask = global_masked_mean(losses, out_mask, self.reduction)
             if in_mask is not None and out_mask is not None:
                 mask = in_mask & out_mask
             else:
                 mask = out_mask if out_mask is not None else in_mask
-            return reduce_weighted_values(
-                losses,
-                sample_weight=sample_weight,
-                mask=mask,
-                reduction=self.reduction,
-                dtype=self.dtype,
+            return _compat.reduce_weighted_values(
+                losses, sample_weight, mask, self.reduction, self.dtype
             )
 
     def get_config(self) -> dict:
         config = super().get_config()
-        # The *current* values: a model saved mid-schedule reloads with them.
-        config.update({k: self._hyperparameters.get(k) for k in self.schedulable})
+        # A number: the *current* value (a model saved mid-schedule reloads with it); a
+        # schedule: its config (the step comes back with the optimizer).
+        config.update(self._hyperparameters.get_config()["values"])
         for key in self._arguments:
             value = getattr(self, key)
             config[key] = value.tolist() if isinstance(value, np.ndarray) else value
         config["dtype"] = self._dtype_policy.name
         return config
+
+    # Keras' saving walks the model's `loss` attribute (model.save, save_weights, hence
+    # BackupAndRestore): the step a schedule is evaluated at comes back with the loss.
+    def save_own_variables(self, store: Any) -> None:
+        store["iterations"] = ops.convert_to_numpy(self._hyperparameters.iterations.value)
+
+    def load_own_variables(self, store: Any) -> None:
+        if "iterations" in store:  # files of keras-ls 0.2.0 have none
+            self._hyperparameters.iterations.assign(np.asarray(store["iterations"]))
 
 
 class LabelSmoothingLoss(SchedulableLoss):
@@ -365,7 +358,7 @@ class LabelSmoothingLoss(SchedulableLoss):
     schedulable = ("label_smoothing",)
     label_smoothing = Hyperparameter("The smoothing factor ``a`` in ``[0, 1]``.")
 
-    def __init__(self, fn: Callable[..., Any], label_smoothing: float, **kwargs: Any):
+    def __init__(self, fn: Callable[..., Any], label_smoothing: Any, **kwargs: Any):
         super().__init__(fn, {"label_smoothing": label_smoothing}, **kwargs)
 
 
@@ -417,50 +410,31 @@ def find_losses(obj: Any, cls: type = SchedulableLoss) -> list:
     return out
 
 
-def compiled_user_metrics(model: keras.Model) -> list[keras.metrics.Metric]:
-    """The metric objects given to ``model.compile`` (``metrics`` and ``weighted_metrics``).
-
-    Keras adds them to ``model.metrics`` only when it builds its compiled-metrics container
-    (lazily, at the first traced step on a single device), so callbacks that run before
-    that read them from the container's private lists.
-    """
-    compiled = getattr(model, "_compile_metrics", None)
-    found = []
-    for user in ("_user_metrics", "_user_weighted_metrics"):
-        for metric in tree.flatten(getattr(compiled, user, None) or []):
-            if isinstance(metric, keras.metrics.Metric):
-                found.append(metric)
-    return found
-
-
-def attach_state(
-    model: keras.Model, metrics: list[keras.metrics.Metric], rebuild: bool = False
-) -> bool:
-    """Make ``metrics``' variables part of ``model``'s state; True if any was added.
-
-    ``rebuild=True`` also drops the compiled train/test steps (their next call traces
-    them again), for a loss whose step now reads its state differently.
+def attach_state(model: keras.Model, metrics: list[keras.metrics.Metric]) -> None:
+    """Make ``metrics``' variables part of ``model``'s state (threaded through its step).
 
     Keras threads a model's metric variables through its compiled train step on every
     backend (on JAX nothing else reaches it). A metric already among the model's metrics
-    (e.g. compiled with ``metrics=[...]``) is left alone. Keras exposes no public way to add
-    a metric to a built model, so this appends to the tracked list ``model._metrics``; that
-    list is not part of the saved weights (the losses save their own state).
+    (e.g. compiled with ``metrics=[...]``) is left alone. On JAX a step built for the old
+    state layout is rebuilt (it is traced at its first call).
     """
     have = {id(v) for v in model.metrics_variables}
-    for metric in compiled_user_metrics(model):
+    for metric in _compat.compiled_user_metrics(model):
         have.update(id(v) for v in metric.variables)
     added = False
     for metric in metrics:
         if metric.variables and all(id(v) in have for v in metric.variables):
             continue
-        model._metrics.append(metric)
+        _compat.track_metric(model, metric)
         have.update(id(v) for v in metric.variables)
         added = True
-    if rebuild or (added and keras.backend.backend() == "jax"):
-        # A JAX step was built for the old state layout (and, under a distribution, with
-        # its shardings): rebuild it once; it is traced at its first call.
-        if getattr(model, "train_function", None) is not None:
-            model.make_train_function(force=True)
-        model.test_function = None
-    return added
+    if added and keras.backend.backend() == "jax":
+        rebuild_steps(model)
+
+
+def rebuild_steps(model: keras.Model) -> None:
+    """Drop the model's compiled train and test steps: the next call traces them anew."""
+    if getattr(model, "train_function", None) is not None:
+        model.make_train_function(force=True)
+    if getattr(model, "test_function", None) is not None:
+        model.make_test_function(force=True)

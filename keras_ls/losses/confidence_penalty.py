@@ -97,12 +97,3 @@ class ConfidencePenaltyCE(SchedulableLoss):
     ):
         options = dict(from_logits=from_logits, ignore_class=ignore_class, axis=axis)
         super().__init__(confidence_penalty_crossentropy, {"beta": beta}, **options, **kwargs)
-
-    @property
-    def label_smoothing(self) -> float:
-        """Deprecated alias of :attr:`beta` (0.1 scheduled ``beta`` under this name)."""
-        return self.beta
-
-    @label_smoothing.setter
-    def label_smoothing(self, value: float) -> None:
-        self.beta = value

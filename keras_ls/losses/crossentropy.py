@@ -25,7 +25,6 @@ __all__ = [
     "SmoothedCE",
     "smoothed_binary_crossentropy",
     "smoothed_crossentropy",
-    "sparse_smoothed_crossentropy",
 ]
 
 
@@ -209,27 +208,3 @@ class SmoothedBCE(LabelSmoothingLoss):
     ):
         options = dict(from_logits=from_logits, axis=axis)
         super().__init__(smoothed_binary_crossentropy, label_smoothing, **options, **kwargs)
-
-
-def sparse_smoothed_crossentropy(
-    y_true: Any,
-    y_pred: Any,
-    label_smoothing: Any,
-    *,
-    from_logits: bool = False,
-    ignore_class: int | None = None,
-    prior: np.ndarray | None = None,
-    axis: int = -1,
-    reduction: str | None = None,
-) -> Any:
-    """Deprecated (0.1 name): now :func:`smoothed_crossentropy`, which takes dense labels too."""
-    del reduction  # the Keras mask carries what a reduction needs
-    return smoothed_crossentropy(
-        y_true,
-        y_pred,
-        label_smoothing,
-        from_logits=from_logits,
-        ignore_class=ignore_class,
-        prior=prior,
-        axis=axis,
-    )

@@ -228,8 +228,7 @@ class OnlineSmoothedCE(LabelSmoothingLoss):
     the model (so it travels through the compiled step on every backend and is saved with
     it), switches the statistics on during training and off during validation, and swaps
     ``S`` at every epoch start. Without it ``S`` stays at its epoch-0 value (uniform
-    smoothing with ``initial_smoothing``), i.e. the loss is plain label smoothing. No
-    ``metrics=[loss.targets]`` is needed (0.1 needed it; it is still accepted).
+    smoothing with ``initial_smoothing``), i.e. the loss is plain label smoothing.
 
     Args:
         num_classes: Number of classes ``K``; ``K <= MAX_CLASSES`` (4096), as the state is
@@ -311,14 +310,16 @@ class OnlineSmoothedCE(LabelSmoothingLoss):
 
     # Keras saves compiled metrics' variables nowhere, but it walks the model's `loss`
     # attribute when saving (`model.save`, `save_weights`, hence BackupAndRestore): the
-    # loss carries the state into the checkpoint (the 0.1 layout, kept for old files).
+    # loss carries the state into the checkpoint.
     STATE = ("soft_targets", "sums", "counts")
 
     def save_own_variables(self, store: Any) -> None:
+        super().save_own_variables(store)
         for i, name in enumerate(self.STATE):
             store[str(i)] = ops.convert_to_numpy(getattr(self.targets, name).value)
 
     def load_own_variables(self, store: Any) -> None:
+        super().load_own_variables(store)
         for i, name in enumerate(self.STATE):
             value = np.asarray(store[str(i)])
             var = getattr(self.targets, name)
