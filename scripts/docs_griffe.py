@@ -55,13 +55,14 @@ def markdown_docstring(text: str) -> str:
             out += [f"{indent}```pycon", *block, f"{indent}```"]
             continue
         if _RULE.match(line):
+            # A reST simple table ends at a rule followed by a blank line (or the end).
             block = [line]
             i += 1
-            rules = 1
-            while i < len(lines) and rules < 3:
+            while i < len(lines):
                 block.append(lines[i])
-                rules += bool(_RULE.match(lines[i]))
                 i += 1
+                if _RULE.match(block[-1]) and (i == len(lines) or not lines[i].strip()):
+                    break
             out += [f"{indent}```text", *block, f"{indent}```"]
             continue
         out.append(_ROLE.sub(r"`\1`", line))

@@ -75,3 +75,38 @@ def test_readme_states_cpu_facts_and_licence() -> None:
     assert "TF_CPP_MIN_LOG_LEVEL=3" in text
     assert "AGPL-3.0" in text and "Apache-2.0" in text
     assert "mkdocs serve" in text
+
+
+def test_docstrings_rendered_as_markdown() -> None:
+    """scripts/docs_griffe.py: doctest runs become code blocks, reST idioms Markdown."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        from docs_griffe import markdown_docstring
+    finally:
+        sys.path.remove(str(ROOT / "scripts"))
+    doc = (
+        "See :func:`mix` and :class:`~keras_ls.SmoothedCE`.\n\n"
+        "=====  =====\n``a``    ``b``\n=====  =====\n\nAfter.\n\n"
+        "Example:\n\n>>> f(1)  # doctest: +ELLIPSIS\n2\n\nText.\n\n"
+        "Args:\n    x: A number.\n\n"
+        "```python\n>>> not a doctest: inside a fence\n```"
+    )
+    assert markdown_docstring(doc).splitlines() == [
+        "See `mix` and `keras_ls.SmoothedCE`.",
+        "",
+        "```text", "=====  =====", "``a``    ``b``", "=====  =====", "```",
+        "",
+        "After.",
+        "",
+        "**Example:**",
+        "",
+        "",
+        "```pycon", ">>> f(1)", "2", "```",
+        "",
+        "Text.",
+        "",
+        "Args:",
+        "    x: A number.",
+        "",
+        "```python", ">>> not a doctest: inside a fence", "```",
+    ]
