@@ -1,16 +1,18 @@
 """Documentation that is executed: sybil runs every Python example of the docs and docstrings.
 
-- Markdown (``README.md``, ``examples/README.md``, ``saved_models/README.md``,
-  ``detection/README.md``): every ```` ```python ```` block runs as written, in order, one
-  namespace per file, from the repository root. A block may be skipped only with sybil's
-  ``<!-- skip: next -->`` marker, where the text names the tested script that runs the same
-  thing.
+- Markdown (``README.md``, the site's pages ``docs/*.md``, ``examples/README.md``,
+  ``saved_models/README.md``, ``detection/README.md``): every ```` ```python ```` block runs
+  as written, in order, one namespace per file, from the repository root. A block may be
+  skipped only with sybil's ``<!-- skip: next -->`` marker, where the text names the tested
+  script that runs the same thing.
 - Docstrings of ``keras_ls`` and ``detection`` modules: ``>>>`` examples and ```` ```python ````
   blocks, with ``np``, ``keras`` and ``keras_ls`` imported beforehand (the convention of
   Keras' own docstrings).
 
 ``scripts/test.sh`` passes these paths to pytest: the Keras-side files in the Keras process,
-``detection/`` in the YOLO process (a YOLO process never loads TensorFlow).
+``detection/`` in the YOLO process (a YOLO process never loads TensorFlow). ``docs/detection.md``
+only includes ``detection/README.md`` (a snippet line, not code), so the YOLO examples run once,
+in the YOLO process.
 """
 
 from __future__ import annotations
@@ -68,6 +70,12 @@ markdown = Sybil(
     setup=_markdown_setup,
     name="markdown",
 )
+docs_markdown = Sybil(
+    parsers=[PythonCodeBlockParser(doctest_optionflags=FLAGS), SkipParser()],
+    patterns=["docs/*.md"],
+    setup=_markdown_setup,
+    name="docs-markdown",
+)
 saved_models = Sybil(
     parsers=[PythonCodeBlockParser(doctest_optionflags=FLAGS), SkipParser()],
     patterns=["saved_models/README.md"],
@@ -96,5 +104,5 @@ detection_docstrings = Sybil(
 )
 
 pytest_collect_file = SybilCollection(
-    [markdown, saved_models, detection_markdown, docstrings, detection_docstrings]
+    [markdown, docs_markdown, saved_models, detection_markdown, docstrings, detection_docstrings]
 ).pytest()

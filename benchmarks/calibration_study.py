@@ -583,8 +583,9 @@ def plot_grid(
 
     rows = [(m, n) for m in config.models for n in config.noise_rates]
     cols = list(config.arms)
-    fig = Figure(figsize=(3.1 * len(cols), 3.1 * len(rows)), layout="constrained")
+    fig = Figure(figsize=(3.4 * len(cols), 3.9 * len(rows) + 0.8), layout="constrained")
     axes = fig.subplots(len(rows), len(cols), squeeze=False)
+    legend: dict[str, object] = {}  # one figure legend: every mark any panel drew, once
     for i, (model, noise) in enumerate(rows):
         for j, arm in enumerate(cols):
             ax = axes[i][j]
@@ -594,12 +595,13 @@ def plot_grid(
                 show_histogram=False,
             )
             ax.title.set_fontsize(9)
-            if ax.get_legend() is not None and (i, j) != (0, 0):
-                ax.get_legend().remove()
-            if j:
-                ax.set_ylabel("")
-            if i != len(rows) - 1:
-                ax.set_xlabel("")
+            own = ax.get_legend()
+            for handle, text in zip(own.legend_handles, own.get_texts()):
+                legend.setdefault(text.get_text(), handle)
+            own.remove()
+    fig.legend(list(legend.values()), list(legend), loc="outside lower center",
+               ncols=min(len(legend), 3), frameon=False,
+               title="Numbers above each frame: test images per bin")
     fig.suptitle(f"Fashion-MNIST test set, seed {config.seeds[0]}", fontsize=11)
     fig.savefig(path, dpi=72)
 

@@ -4,7 +4,8 @@
 # over-confident) with plain Keras cross-entropy and with keras-ls SmoothedCE(0.05), prints
 # accuracy / NLL / ECE / confidence gap for both and for the temperature-scaled Keras model,
 # saves the smoothed model to saved_models/ (and loads it back) and writes both reliability
-# diagrams to saved_models/fashion_mnist_reliability.png. About a minute on 2 CPU cores.
+# diagrams to saved_models/fashion_mnist_reliability.png. It prints the CPU it ran on and its
+# wall time: 29 s on an AMD EPYC with 2 cores, once .venv is built.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$ROOT/scripts/env.sh"

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Run the whole test suite (builds .venv first if missing or stale).
 #
-# Two pytest processes: the Keras side (TensorFlow, JAX, torch backends, the README,
-# examples/README, saved_models/README and keras_ls docstrings) and the YOLO side
+# Two pytest processes: the Keras side (TensorFlow, JAX, torch backends, the README, the
+# docs site's pages, examples/README, saved_models/README and keras_ls docstrings) and the YOLO side
 # (tests/detection, detection/README and its docstrings). A YOLO process must never
 # load TensorFlow -- importing torch's compiler stack (triton) after TensorFlow in one
 # process segfaults -- so they do not share an interpreter. With arguments, one pytest run
@@ -16,9 +16,10 @@ export TF_CPP_MIN_LOG_LEVEL=2 PYTHONHASHSEED=0
 if [ "$#" -gt 0 ]; then
   exec .venv/bin/python -m pytest -q "$@"
 fi
-# Keras side: tests, then every Python example of the docs and docstrings (sybil, conftest.py)
+# Keras side: tests (the docs site's build included), then every Python example of the docs
+# and docstrings (sybil, conftest.py)
 .venv/bin/python -m pytest -q tests --ignore=tests/detection \
-  README.md examples/README.md saved_models/README.md keras_ls
+  README.md docs examples/README.md saved_models/README.md keras_ls
 keras_rc=$?
 # YOLO side: its tests, detection/README.md and the detection docstrings
 .venv/bin/python -m pytest -q tests/detection detection
