@@ -961,6 +961,8 @@ def _parse_args(argv: Sequence[str] | None) -> CostConfig:
     p.add_argument("--temperatures", type=float, nargs="+", help="override the KD grid")
     p.add_argument("--teacher-epochs", type=int, help="override the teachers' epochs")
     p.add_argument("--student-epochs", type=int, help="override the students' epochs")
+    p.add_argument("--teacher-hidden", type=int, nargs="+", help="the teacher's hidden widths")
+    p.add_argument("--student-hidden", type=int, nargs="+", help="the student's hidden widths")
     p.add_argument("--n-train", type=int, help="override the training subset size")
     p.add_argument("--no-plot", action="store_true", help="skip the PNGs")
     p.add_argument("--stem", help=f"output file name stem (default {STEM})")
@@ -989,6 +991,10 @@ def _parse_args(argv: Sequence[str] | None) -> CostConfig:
         cfg.teacher_epochs = a.teacher_epochs
     if a.student_epochs:
         cfg.student_epochs = a.student_epochs
+    if a.teacher_hidden:
+        cfg.teacher_hidden = tuple(a.teacher_hidden)
+    if a.student_hidden:
+        cfg.student_hidden = tuple(a.student_hidden)
     if a.n_train:
         cfg.n_train = a.n_train
     if a.no_plot:
