@@ -58,6 +58,7 @@ import dataclasses
 import json
 import os
 import platform
+import re
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -507,12 +508,24 @@ def write_pictures(result: dict, images: str | os.PathLike | None = None) -> lis
     return paths
 
 
+_NUMBER_LIST = re.compile(r"\[\s*(-?[0-9.e+-]+(?:,\s*-?[0-9.e+-]+)*)\s*\]")
+_LIST_OF_LISTS = re.compile(r"\[\s*(\[[^\[\]]*\](?:,\s*\[[^\[\]]*\])*)\s*\]")
+
+
+def _dumps(result: dict) -> str:
+    """Indented JSON, but lists of numbers (and of such lists: the points) on one line."""
+    def one_line(m: re.Match) -> str:
+        return "[" + ", ".join(x.strip() for x in re.split(r",\s*(?=[-0-9\[])", m.group(1))) + "]"
+
+    return _LIST_OF_LISTS.sub(one_line, _NUMBER_LIST.sub(one_line, json.dumps(result, indent=1)))
+
+
 def write_reports(result: dict) -> None:
     """``<stem>.json`` and ``<stem>.md`` in the config's ``out``."""
     cfg = result["config"]
     out = Path(cfg["out"])
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"{cfg['stem']}.json").write_text(json.dumps(result, indent=1) + "\n")
+    (out / f"{cfg['stem']}.json").write_text(_dumps(result) + "\n")
     (out / f"{cfg['stem']}.md").write_text(markdown_report(result))
 
 
