@@ -33,8 +33,8 @@ from keras_ls.calibration._core import read_predictions
 from keras_ls.calibration._formulas import (
     MEASURES,
     ArrayNamespace,
-    bin_data,
     read_outputs,
+    scatter_inputs,
     sums_per_bin,
     uniform_bin_ids,
 )
@@ -313,11 +313,10 @@ class _CalibrationMetric(keras.metrics.Metric):
     ) -> Any:
         """Read, bin, sum per bin (``xp.segment_sum``) and add to the state; returns ``bad``."""
         if read is None:
-            ids, data, bad = self._read(y_true, y_pred, weight, xp)
+            *inputs, bad = self._read(y_true, y_pred, weight, xp)
         else:  # the reading compiled on its own (XLA inside a TF graph)
-            ids, data, bad = read(*(t for t in (y_true, y_pred, weight) if t is not None))
-        data = (data[0] if weight is not None else None, *data[1:])
-        sums = sums_per_bin(ids, data, self._num_columns, self.num_bins, xp)
+            *inputs, bad = read(*(t for t in (y_true, y_pred, weight) if t is not None))
+        sums = sums_per_bin(inputs, self._num_columns, self.num_bins, xp)
         if strict:  # bad host values raise after the update: add nothing
             sums = [ops.where(bad, ops.zeros_like(s), s) for s in sums]
         else:
@@ -327,7 +326,7 @@ class _CalibrationMetric(keras.metrics.Metric):
         return bad
 
     def _read(self, y_true: Any, y_pred: Any, weight: Any, xp: Any) -> tuple:
-        """``(segment ids, (count, confidence, hit) data, bad)`` of one batch.
+        """The :func:`scatter_inputs` of one batch, and ``bad``.
 
         The readings and the binning are those of ``keras_ls.calibration``
         (``_formulas``); ``bad`` says whether any value is not what the reading
@@ -356,11 +355,10 @@ class _CalibrationMetric(keras.metrics.Metric):
             weight = self._weights(weight, len(pred_shape), sample_shape)
             checks.append(ops.logical_and(ops.isfinite(weight), weight >= 0))
         conf, hits = read_outputs(x, y, reading, self.from_logits, xp)
-        data = bin_data(conf, hits, weight, xp)
-        if data[0] is None:  # a tensor in its place: tf.function outputs hold no None
-            data = (data[1], *data[1:])
         ids = uniform_bin_ids(conf, self.num_bins, xp)
-        return ids, data, ops.logical_not(_all(*checks))
+        length = self.num_bins * conf.shape[-1]  # one row of bins per column of conf
+        inputs = scatter_inputs(ids, conf, hits, weight, length, xp)
+        return (*inputs, ops.logical_not(_all(*checks)))
 
     def _raise_for_host_values(self, y_true: Any, y_pred: Any, sample_weight: Any) -> None:
         """The update found bad host values: the checks of ``keras_ls.calibration`` say which."""

@@ -23,9 +23,9 @@ from keras_ls.calibration._checks import (
 from keras_ls.calibration._formulas import (
     MEASURES,
     ArrayNamespace,
-    bin_data,
     column_ids,
     read_outputs,
+    scatter_inputs,
     sums_per_bin,
     uniform_bin_ids,
     uniform_edge_tables,
@@ -172,9 +172,8 @@ def binned_sums(
             edges_j = interior[j].astype(conf.dtype)
             idx[:, j] = np.searchsorted(edges_j, conf[:, j], side="left")
         ids = column_ids(idx, num_bins, NUMPY)
-    bins = CalibrationBins(
-        *sums_per_bin(ids, bin_data(conf, hits, weights, NUMPY), c, num_bins, NUMPY)
-    )
+    inputs = scatter_inputs(ids, conf, hits, weights, c * num_bins, NUMPY)
+    bins = CalibrationBins(*sums_per_bin(inputs, c, num_bins, NUMPY))
     zeros, ones = np.zeros((c, 1)), np.ones((c, 1))
     return bins, np.concatenate([zeros, interior, ones], axis=1)
 

@@ -81,8 +81,8 @@ def read_outputs(x: Any, y: Any, reading: str, from_logits: bool, xp: Any) -> tu
     ``1 / sum_k exp(z_k - max z)``, so logits need no ``(N, K)`` division.
     Classwise: every column against ``y == k``. Sigmoid: ``p`` against ``y``.
     """
-    if reading in _SIGMOID_READINGS:
-        return (xp.sigmoid(x) if from_logits else x), y
+    if reading in _SIGMOID_READINGS:  # hits as booleans, as below (y is checked 0/1)
+        return (xp.sigmoid(x) if from_logits else x), xp.greater(y, 0.5)
     if reading == "top_label":
         top, pred = xp.top1(x)
         conf = 1.0 / xp.sum(xp.exp(x - xp.expand_dims(top, -1)), axis=-1) if from_logits else top
@@ -106,27 +106,36 @@ def column_ids(index: Any, num_bins: int, xp: Any) -> Any:
     return xp.reshape(index, (-1,))
 
 
-def bin_data(conf: Any, hits: Any, weights: Any, xp: Any) -> tuple:
-    """What each of the three per-bin sums adds, flat ``(N * C,)`` in the accumulation dtype.
+def scatter_inputs(ids: Any, conf: Any, hits: Any, weights: Any, length: int, xp: Any) -> tuple:
+    """What the scatter-adds of :func:`sums_per_bin` add, flat, in the accumulation dtype.
 
-    ``(count weights or None for plain counts, weighted confidences, weighted hits)``;
-    ``weights`` is ``(N,)`` or None. The cast to the accumulation dtype comes first,
-    so that products and sums carry its precision.
+    ``ids`` are the flat segment ids (``length`` segments), ``conf`` / ``hits``
+    ``(N, C)``, ``weights`` ``(N,)`` or None. Unweighted, hits are 0/1: one count
+    over ``hit * length + id`` gives the counts and the hit sums together (an
+    integer bincount in place of two float ones), and the confidences are summed
+    over the same ids. The cast to the accumulation dtype comes before any
+    product or sum, so that they carry its precision.
     """
-    conf, hits = xp.to_acc(conf), xp.to_acc(hits)
+    conf = xp.reshape(xp.to_acc(conf), (-1,))
     if weights is None:
-        return None, xp.reshape(conf, (-1,)), xp.reshape(hits, (-1,))
-    w = xp.broadcast_to(xp.expand_dims(xp.to_acc(weights), -1), xp.shape(conf))
-    return xp.reshape(w, (-1,)), xp.reshape(conf * w, (-1,)), xp.reshape(hits * w, (-1,))
+        return ids + length * xp.to_int(xp.reshape(hits, (-1,))), conf
+    w = xp.broadcast_to(xp.expand_dims(xp.to_acc(weights), -1), xp.shape(hits))
+    hits = xp.reshape(xp.to_acc(hits) * w, (-1,))
+    w = xp.reshape(w, (-1,))
+    return ids, w, conf * w, hits
 
 
-def sums_per_bin(ids: Any, data: tuple, num_columns: int, num_bins: int, xp: Any) -> tuple:
-    """``(counts, confidence_sums, hit_sums)``, each ``(C, M)``, from :func:`bin_data`."""
+def sums_per_bin(inputs: tuple, num_columns: int, num_bins: int, xp: Any) -> tuple:
+    """``(counts, confidence_sums, hit_sums)``, each ``(C, M)``, from :func:`scatter_inputs`."""
     length = num_columns * num_bins
-    counts = xp.segment_sum(ids, data[0], length)
-    if data[0] is None:
-        counts = xp.to_acc(counts)
-    sums = (counts, *(xp.segment_sum(ids, d, length) for d in data[1:]))
+    if len(inputs) == 2:  # unweighted: segments (hit, column, bin)
+        ids, conf = inputs
+        pairs = xp.reshape(xp.to_acc(xp.segment_sum(ids, None, 2 * length)), (2, length))
+        conf_sums = xp.sum(xp.reshape(xp.segment_sum(ids, conf, 2 * length), (2, length)), 0)
+        sums = (pairs[0] + pairs[1], conf_sums, pairs[1])
+    else:
+        ids, *data = inputs
+        sums = tuple(xp.segment_sum(ids, d, length) for d in data)
     return tuple(xp.reshape(v, (num_columns, num_bins)) for v in sums)
 
 
