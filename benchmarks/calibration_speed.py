@@ -5,6 +5,12 @@ seed), in one process, timed in interleaved repetitions (medians):
 
 - **function**: ``keras_ls.calibration.expected_calibration_error`` against
   ``netcal.metrics.ECE(bins=15).measure`` (numpy, float64);
+- **metric update against a torch ``bincount`` reference** (issue 17):
+  ``update_state`` on all rows in one call, TF eager, given numpy arrays and
+  given TF tensors, against the same update written directly in torch (max and
+  argmax, the edge-corrected bin index, three ``torch.bincount`` with float64
+  weights; no value checks) on torch tensors of the same data, in the same
+  process; target <= 1.2x for both;
 - **metric update**: ``keras_ls.ExpectedCalibrationError.update_state`` on the
   TensorFlow backend, eager (one call on all rows, and 100 calls of 10k rows)
   and inside a ``tf.function`` step as in ``fit`` (plain graph, Keras' default
@@ -27,7 +33,8 @@ are against the torchmetrics update of the parent process).
     python benchmarks/calibration_speed.py --quick --out /tmp/cal   # smoke run
 
 Writes ``calibration_speed.json`` and ``calibration_speed.md`` to ``--out``
-(default ``benchmarks/results/``).
+(default ``benchmarks/results/``). Every table's footer names the CPU (``lscpu``
+"Model name"): the ratios depend on it.
 """
 
 from __future__ import annotations
@@ -64,6 +71,37 @@ def make_data(n: int, k: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     soft /= soft.sum(1, keepdims=True)
     labels = (soft.cumsum(1) > rng.random((n, 1))).argmax(1)
     return probs, labels
+
+
+def cpu_model() -> str:
+    """``lscpu``'s "Model name" (the platform's processor string where lscpu is missing)."""
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return platform.processor() or "unknown CPU"
+    for line in out.splitlines():
+        if line.startswith("Model name:"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown CPU"
+
+
+def torch_bincount_update(probs: Any, labels: Any, num_bins: int) -> tuple:
+    """The top-label update in plain torch: the reference of the ``update_state`` rows.
+
+    Same work as the metric's binning (first maximum, bins ``(i/M, (i+1)/M]`` with
+    the one-comparison edge correction, float64 sums), without its value checks.
+    """
+    import torch
+
+    conf, pred = probs.max(dim=1)
+    lower = torch.tensor([-float("inf")] + [i / num_bins for i in range(1, num_bins)])
+    upper = torch.tensor([i / num_bins for i in range(1, num_bins)] + [float("inf")])
+    guess = (torch.ceil(conf * num_bins).long() - 1).clamp_(0, num_bins - 1)
+    idx = guess - (conf <= lower[guess]).long() + (conf > upper[guess]).long()
+    counts = torch.bincount(idx, minlength=num_bins)
+    conf_sums = torch.bincount(idx, conf.double(), minlength=num_bins)
+    hit_sums = torch.bincount(idx, (pred == labels).double(), minlength=num_bins)
+    return counts, conf_sums, hit_sums
 
 
 def reference(probs: np.ndarray, labels: np.ndarray, num_bins: int) -> dict[str, float]:
@@ -128,6 +166,12 @@ def keras_metric_cases(probs: np.ndarray, labels: np.ndarray) -> tuple[dict, dic
         if backend != "tensorflow":  # async dispatch (JAX): wait for the result
             sync(m)
 
+    def numpy_call(m=ece):
+        m.reset_state()
+        m.update_state(labels, probs)
+        if backend != "tensorflow":
+            sync(m)
+
     def batches(m=ece):
         m.reset_state()
         for yb, pb in splits:
@@ -135,7 +179,8 @@ def keras_metric_cases(probs: np.ndarray, labels: np.ndarray) -> tuple[dict, dic
         if backend != "tensorflow":
             sync(m)
 
-    cases = {"update, 1 call": one_call, f"update, {len(splits)} calls": batches}
+    cases = {"update, 1 call": one_call, "update (numpy), 1 call": numpy_call,
+             f"update, {len(splits)} calls": batches}
     values = {}
     if backend == "tensorflow":
         import tensorflow as tf
@@ -158,6 +203,8 @@ def keras_metric_cases(probs: np.ndarray, labels: np.ndarray) -> tuple[dict, dic
             cases[f"update in {mode} step, {len(splits)} calls"] = step_batches
             step_one_call()
             values[f"ece, {mode} step"] = sync(metric)
+    numpy_call(ece)
+    values["ece, numpy, 1 call"] = sync(ece)
     one_call(ece)
     values["ece, 1 call"] = sync(ece)
     batches(ece)
@@ -235,6 +282,7 @@ def run(n: int, k: int, reps: int, backends: list[str]) -> dict:
 
     ours, metric_values = keras_metric_cases(probs, labels)
     theirs = {
+        "torch bincount reference": lambda: torch_bincount_update(pt, yt, NUM_BINS),
         "tm update, 1 call": tm_one_call,
         f"tm update, {len(t_splits)} calls": tm_batches,
         "tm update + compute, 1 call": tm_total,
@@ -260,6 +308,7 @@ def run(n: int, k: int, reps: int, backends: list[str]) -> dict:
         "meta": {
             "n": n, "num_classes": k, "num_bins": NUM_BINS, "batch": BATCH, "reps": reps,
             "seed": 0, "cpus": os.cpu_count(), "machine": platform.machine(),
+            "cpu_model": cpu_model(),
             "versions": {
                 "keras_ls": keras_ls.__version__, "keras": keras.__version__,
                 "tensorflow": tf.__version__, "torch": torch.__version__,
@@ -290,7 +339,27 @@ def markdown(result: dict) -> str:
     fn, met = result["function"]["times_ms"], result["metric"]["times_ms"]
     calls = meta["n"] // meta["batch"]
     one, many = "tm update, 1 call", f"tm update, {calls} calls"
+    ref_case = "torch bincount reference"
+    cpu = f"CPU: {meta.get('cpu_model', 'unknown')} ({meta['cpus']} logical CPUs)."
     lines = [
+        f"### `update_state` against a torch `bincount` reference ({meta['n']:.0e} x "
+        f"{meta['num_classes']} float32, {meta['num_bins']} bins, one call, TF eager)",
+        "",
+        "| case | median ms | min ms | ratio to the reference (median / min) |",
+        "|---|---|---|---|",
+        _row("`update_state(y, p)`, numpy arrays", met, "update (numpy), 1 call", met,
+             ref_case),
+        _row("`update_state(y, p)`, TF tensors", met, "update, 1 call", met, ref_case),
+        _row("torch reference: max, bin index, 3 x `torch.bincount` (torch tensors)", met,
+             ref_case, None, None),
+        "",
+        "Target (issue 17): <= 1.2x for numpy and tensor inputs. The metric also checks "
+        "the values (rows sum to 1, labels in range); the reference does not. The first "
+        "call of a new large shape compiles the XLA reading (~0.2 s, not timed: one "
+        "warm-up call per case).",
+        "",
+        cpu,
+        "",
         f"### Calibration speed ({meta['n']:.0e} x {meta['num_classes']} float32, "
         f"{meta['num_bins']} bins, {meta['cpus']} CPUs)",
         "",
@@ -329,6 +398,8 @@ def markdown(result: dict) -> str:
         "Other backends run in their own process after this one; their ratios are against "
         "the torchmetrics times above.",
         "",
+        cpu,
+        "",
         f"Accuracy against the float64 reference (ECE {ref['ece']:.9f}, MCE {ref['mce']:.9f}):",
         "",
         "| value | ECE or MCE | abs. error |",
@@ -344,7 +415,7 @@ def markdown(result: dict) -> str:
         abs(v - (ref["mce"] if "mce" in name else ref["ece"]))
         for name, v in values.items() if not name.startswith(("netcal", "torchmetrics"))
     )
-    lines += ["", f"Worst keras-ls error: {worst:.1e} (target 1e-6).", "",
+    lines += ["", f"Worst keras-ls error: {worst:.1e} (target 1e-6).", "", cpu, "",
               f"`{meta['command'].strip()}` · versions {json.dumps(meta['versions'])}"]
     return "\n".join(lines) + "\n"
 
