@@ -31,6 +31,11 @@ are against the torchmetrics update of the parent process).
     python benchmarks/calibration_speed.py                  # ~2 min on 2 cores
     python benchmarks/calibration_speed.py --backends tensorflow,jax,torch
     python benchmarks/calibration_speed.py --quick --out /tmp/cal   # smoke run
+    python benchmarks/calibration_speed.py --update-only --threads 1  # first table only
+
+``--threads N`` gives TF and torch N threads each (default: their own defaults);
+one thread is the steadier comparison on a shared machine, where a thread pool
+that waits for a preempted worker slows every parallel kernel.
 
 Writes ``calibration_speed.json`` and ``calibration_speed.md`` to ``--out``
 (default ``benchmarks/results/``). Every table's footer names the CPU (``lscpu``
@@ -226,7 +231,60 @@ def child(n: int, k: int, reps: int) -> None:
     print(json.dumps({"backend": keras.backend.backend(), "times_ms": times, "values": values}))
 
 
-def run(n: int, k: int, reps: int, backends: list[str]) -> dict:
+def set_threads(threads: int | None) -> None:
+    """TF's and torch's thread pools (before either runs anything)."""
+    if not threads:
+        return
+    import tensorflow as tf
+    import torch
+
+    torch.set_num_threads(threads)
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(threads)
+
+
+def run_update_only(n: int, k: int, reps: int, threads: int | None) -> dict:
+    """The first table only: ``update_state`` (numpy, tensors) vs the torch reference."""
+    import torch
+
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    set_threads(threads)
+    import keras
+    from keras import ops
+
+    import keras_ls
+    from keras_ls.metrics import ExpectedCalibrationError
+
+    probs, labels = make_data(n, k)
+    pt, yt = torch.from_numpy(probs), torch.from_numpy(labels)
+    p, y = ops.convert_to_tensor(probs), ops.convert_to_tensor(labels.astype(np.int32))
+    m = ExpectedCalibrationError(NUM_BINS)
+
+    def call(y_true: Any, y_pred: Any) -> None:
+        m.reset_state()
+        m.update_state(y_true, y_pred)
+
+    times = interleaved(
+        {
+            "update (numpy), 1 call": lambda: call(labels, probs),
+            "update, 1 call": lambda: call(y, p),
+            "torch bincount reference": lambda: torch_bincount_update(pt, yt, NUM_BINS),
+        },
+        reps,
+    )
+    return {
+        "meta": {
+            "n": n, "num_classes": k, "num_bins": NUM_BINS, "batch": BATCH, "reps": reps,
+            "cpus": os.cpu_count(), "cpu_model": cpu_model(), "threads": threads,
+            "versions": {"keras_ls": keras_ls.__version__, "keras": keras.__version__,
+                         "torch": torch.__version__},
+            "command": "python benchmarks/calibration_speed.py " + " ".join(sys.argv[1:]),
+        },
+        "metric": {"times_ms": times},
+    }
+
+
+def run(n: int, k: int, reps: int, backends: list[str], threads: int | None = None) -> dict:
     # torch (and torchmetrics) before TensorFlow: the other order segfaults here.
     import netcal
     import netcal.metrics
@@ -235,6 +293,7 @@ def run(n: int, k: int, reps: int, backends: list[str]) -> dict:
     from torchmetrics.classification import MulticlassCalibrationError
 
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    set_threads(threads)
     import keras
     import tensorflow as tf
 
@@ -308,7 +367,7 @@ def run(n: int, k: int, reps: int, backends: list[str]) -> dict:
         "meta": {
             "n": n, "num_classes": k, "num_bins": NUM_BINS, "batch": BATCH, "reps": reps,
             "seed": 0, "cpus": os.cpu_count(), "machine": platform.machine(),
-            "cpu_model": cpu_model(),
+            "cpu_model": cpu_model(), "threads": threads,
             "versions": {
                 "keras_ls": keras_ls.__version__, "keras": keras.__version__,
                 "tensorflow": tf.__version__, "torch": torch.__version__,
@@ -334,14 +393,11 @@ def _row(name: str, times: dict, case: str, peer_times: dict | None, peer: str |
     return f"| {name} | {ms:.1f} | {best:.1f} | {ratio:.2f}x / {ratio_min:.2f}x |"
 
 
-def markdown(result: dict) -> str:
-    meta, ref = result["meta"], result["reference"]
-    fn, met = result["function"]["times_ms"], result["metric"]["times_ms"]
-    calls = meta["n"] // meta["batch"]
-    one, many = "tm update, 1 call", f"tm update, {calls} calls"
+def update_table(meta: dict, met: dict) -> list[str]:
+    """The first table: ``update_state`` against the torch reference, CPU in the footer."""
     ref_case = "torch bincount reference"
-    cpu = f"CPU: {meta.get('cpu_model', 'unknown')} ({meta['cpus']} logical CPUs)."
-    lines = [
+    threads = meta.get("threads") or "default"
+    return [
         f"### `update_state` against a torch `bincount` reference ({meta['n']:.0e} x "
         f"{meta['num_classes']} float32, {meta['num_bins']} bins, one call, TF eager)",
         "",
@@ -358,7 +414,23 @@ def markdown(result: dict) -> str:
         "call of a new large shape compiles the XLA reading (~0.2 s, not timed: one "
         "warm-up call per case).",
         "",
-        cpu,
+        f"CPU: {meta.get('cpu_model', 'unknown')} ({meta['cpus']} logical CPUs); "
+        f"threads per framework: {threads}.",
+    ]
+
+
+def markdown(result: dict) -> str:
+    meta = result["meta"]
+    met = result["metric"]["times_ms"]
+    lines = update_table(meta, met)
+    if "function" not in result:  # --update-only
+        lines += ["", f"`{meta['command'].strip()}` · versions {json.dumps(meta['versions'])}"]
+        return "\n".join(lines) + "\n"
+    ref, fn = result["reference"], result["function"]["times_ms"]
+    calls = meta["n"] // meta["batch"]
+    one, many = "tm update, 1 call", f"tm update, {calls} calls"
+    cpu = f"CPU: {meta.get('cpu_model', 'unknown')} ({meta['cpus']} logical CPUs)."
+    lines += [
         "",
         f"### Calibration speed ({meta['n']:.0e} x {meta['num_classes']} float32, "
         f"{meta['num_bins']} bins, {meta['cpus']} CPUs)",
@@ -427,18 +499,26 @@ def main() -> None:
     parser.add_argument("--backends", default="tensorflow",
                         help="comma-separated: tensorflow,jax,torch")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    parser.add_argument("--threads", type=int, default=None,
+                        help="threads for TF and torch each (default: theirs)")
+    parser.add_argument("--update-only", action="store_true",
+                        help="only the update_state vs torch reference table")
     parser.add_argument("--child", nargs=3, type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         child(*args.child)
         return
     n, reps = (100_000, 3) if args.quick else (1_000_000, args.reps)
-    result = run(n, 10, reps, args.backends.split(","))
+    if args.update_only:
+        result, stem = run_update_only(n, 10, reps, args.threads), "calibration_update"
+    else:
+        result = run(n, 10, reps, args.backends.split(","), args.threads)
+        stem = "calibration_speed"
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "calibration_speed.json").write_text(json.dumps(result, indent=2) + "\n")
+    (out / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
     md = markdown(result)
-    (out / "calibration_speed.md").write_text(md)
+    (out / f"{stem}.md").write_text(md)
     print(md)
 
 

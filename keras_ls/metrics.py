@@ -446,15 +446,18 @@ class ExpectedCalibrationError(_CalibrationMetric):
 
     The per-bin sums equal those of
     :func:`keras_ls.calibration.calibration_bins` and the result equals
-    :func:`keras_ls.calibration.expected_calibration_error` (same bins, same
-    formula), up to float32 rounding (~1e-7). The sums are compensated
-    (``residuals``), so this holds over any number of batches, also on JAX
-    without float64. Each update is O(batch): no ``(batch, num_bins)`` one-hot.
+    :func:`keras_ls.calibration.expected_calibration_error` (the same code
+    reads, bins and reduces), up to float32 rounding (~1e-7): the sums are
+    accumulated in float64 variables, so this holds over any number of
+    samples and batches. On JAX that needs ``jax_enable_x64``; without it the
+    accumulators are float32 (see ``docs/calibration-metrics.md``). Each
+    update is O(batch): no ``(batch, num_bins)`` one-hot.
 
     Values that are not what the reading expects -- probabilities outside
     [0, 1], softmax rows that do not sum to 1 (sigmoid outputs without
-    ``multi_label=True``), labels out of range or not 0/1, negative weights,
-    NaN -- raise a ``ValueError`` when given as NumPy arrays; inside a compiled
+    ``multi_label=True``), labels out of range, not integers or not 0/1,
+    negative weights, NaN -- raise a ``ValueError`` when given as NumPy arrays
+    (checked after the update, which then adds nothing); inside a compiled
     step they cannot raise, so ``result()`` returns NaN until
     ``reset_state()``.
 

@@ -202,6 +202,32 @@ def test_float64_agreement_at_scale():
     assert float(m.result()) == pytest.approx(want, abs=ATOL)
 
 
+@TF_ONLY
+def test_xla_reading_of_large_eager_updates(monkeypatch):
+    """Eager TF reads large updates in one XLA kernel: same sums, same host errors."""
+    monkeypatch.setattr(km, "_XLA_MIN_VALUES", 1)  # every update takes that path
+    labels, logits, probs, weights = make_data(seed=6, n=120, k=4)
+    for cls, fn in METRICS.items():
+        for from_logits, w in ((False, None), (True, weights)):
+            m = cls(num_bins=7, from_logits=from_logits)
+            m.update_state(labels, logits if from_logits else probs, sample_weight=w)
+            want = fn(labels, probs, 7, sample_weight=w)
+            assert float(m.result()) == pytest.approx(want, abs=ATOL), cls.__name__
+    yb, zb, _, _ = sigmoid_data(num_labels=3)
+    m = ExpectedCalibrationError(num_bins=7, from_logits=True, multi_label=True)
+    m.update_state(ops_tensor(yb), ops_tensor(zb))
+    want = expected_calibration_error(yb, zb, 7, from_logits=True, multi_label=True)
+    assert float(m.result()) == pytest.approx(want, abs=ATOL)
+    m = ExpectedCalibrationError(num_bins=7)
+    bad = probs.copy()
+    bad[3] = 0.5  # a row that does not sum to 1
+    with pytest.raises(ValueError, match="row 3 sums to 2"):
+        m.update_state(labels, bad)
+    assert m.bins().counts.sum() == 0.0  # nothing was accumulated
+    m.update_state(ops_tensor(labels), ops_tensor(bad))
+    assert np.isnan(float(m.result()))
+
+
 def test_hand_computed_and_lifecycle():
     m = ExpectedCalibrationError(num_bins=10)
     assert float(m.result()) == 0.0  # no data: 0, not NaN
