@@ -96,20 +96,31 @@ def _executing_eagerly() -> bool:
 
 
 def _segment_sum(uncompiled: bool) -> Any:
-    """``segment_sum(ids, data, length)``: ``out[i] = sum(data[ids == i])`` (counts if None)."""
-    if uncompiled:
-        return lambda ids, data, length: ops.bincount(ids, weights=data, minlength=length)
-    torch_backend = keras.backend.backend() == "torch"
+    """``segment_sum(ids, data, length)``: ``out[i] = sum(data[ids == i])`` (counts if None).
 
-    def segment_sum(ids: Any, data: Any, length: int) -> Any:
-        if data is None:
-            data = ops.ones(ops.shape(ids), dtype="float32")
-        if torch_backend:  # Keras' torch segment_sum breaks a torch.compile graph
-            import torch
+    torch gets its own kernels: Keras' torch ``bincount`` returns float32 (a float64
+    sum rounded to float32 is no float64 sum) and its ``segment_sum`` breaks a
+    ``torch.compile`` graph.
+    """
+    if keras.backend.backend() == "torch":
+        import torch
 
+        def torch_segment_sum(ids: Any, data: Any, length: int) -> Any:
+            if uncompiled:
+                return torch.bincount(ids, weights=data, minlength=length)
+            if data is None:
+                data = torch.ones_like(ids)
             return torch.zeros(length, dtype=data.dtype, device=data.device).index_add(
                 0, ids, data
             )
+
+        return torch_segment_sum
+    if uncompiled:
+        return lambda ids, data, length: ops.bincount(ids, weights=data, minlength=length)
+
+    def segment_sum(ids: Any, data: Any, length: int) -> Any:
+        if data is None:
+            data = ops.ones(ops.shape(ids), dtype="int32")
         return ops.segment_sum(data, ids, num_segments=length)
 
     return segment_sum

@@ -192,6 +192,12 @@ def test_float64_agreement_at_scale():
             many.update_state(yt[s: s + 10_000], pt[s: s + 10_000], sample_weight=wt[s: s + 10_000])
         assert float(one.result()) == pytest.approx(want, abs=ATOL), cls.__name__
         assert float(many.result()) == pytest.approx(want, abs=ATOL), cls.__name__
+        # float64 sums: the bins of the function, up to the order of float64 additions.
+        classwise = cls is ClasswiseCalibrationError
+        bins = calibration_bins(labels, probs, 15, sample_weight=weights, classwise=classwise)
+        for m in (one, many):
+            for got_v, want_v in zip(m.bins(), bins):
+                np.testing.assert_allclose(got_v, want_v, rtol=1e-10, atol=1e-9)
     # A worst case for float32 sums: 2e5 equal confidences in one bin, one update.
     same = np.tile(np.float32([[0.71, 0.29]]), (200_000, 1))
     m = ExpectedCalibrationError(num_bins=15)
