@@ -129,10 +129,20 @@ def _segment_sum(uncompiled: bool) -> Any:
 def _namespace(uncompiled: bool, tf_top_k: bool = False) -> ArrayNamespace:
     """``keras.ops`` as the ``xp`` of the calibration core, for where this update runs."""
 
+    torch_backend = keras.backend.backend() == "torch"
+
     def top1(x: Any) -> tuple:
-        if tf_top_k:  # TF graph without XLA: one kernel; ties to the lower index
+        # One kernel for max and first argmax where there is one: TF's top_k in a graph
+        # without XLA, torch.max(dim) (both put the lower index first among ties);
+        # Keras' argmax adds passes for -0.0, and its torch max breaks a compiled graph.
+        if tf_top_k:
             values, indices = ops.top_k(x, 1)
             return values[:, 0], indices[:, 0]
+        if torch_backend:
+            import torch
+
+            values, indices = torch.max(x, dim=-1)
+            return values, indices.to(torch.int32)
         return ops.amax(x, axis=-1), ops.argmax(x, axis=-1)
 
     acc = _accumulation_dtype()

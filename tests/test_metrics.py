@@ -278,6 +278,13 @@ def test_boundaries_bin_like_numpy():
     m = ExpectedCalibrationError(num_bins=5)
     m.update_state([0, 1], probs)
     np.testing.assert_array_equal(m.bins().counts, calibration_bins([0, 1], probs, 5).counts)
+    # Ties: the first maximum is the prediction (a hit for label 0, a miss for label 2).
+    ties = np.array([[0.2] * 5, [0.2] * 5], dtype=np.float32)
+    m = ExpectedCalibrationError(num_bins=5)
+    m.update_state(ops_tensor(np.array([0, 2])), ops_tensor(ties))
+    want = calibration_bins([0, 2], ties, 5)
+    np.testing.assert_array_equal(m.bins().correct_sums, want.correct_sums)
+    assert want.correct_sums.sum() == 1.0
 
 
 @pytest.mark.parametrize("num_bins", [1, 2, 3, 7, 10, 15, 30, 97, 100, 1000])
