@@ -221,9 +221,14 @@ def keras_metric_cases(probs: np.ndarray, labels: np.ndarray) -> tuple[dict, dic
     return cases, values
 
 
-def child(n: int, k: int, reps: int) -> None:
+def child(n: int, k: int, reps: int, threads: int) -> None:
     """Subprocess body for --backends: metric rows on KERAS_BACKEND, as JSON."""
     import keras
+
+    if threads and keras.backend.backend() == "torch":
+        import torch
+
+        torch.set_num_threads(threads)
 
     from keras_ls.metrics import _accumulation_dtype
 
@@ -360,7 +365,7 @@ def run(n: int, k: int, reps: int, backends: list[str], threads: int | None = No
         if backend == "tensorflow":
             continue
         proc = subprocess.run(
-            [sys.executable, __file__, "--child", str(n), str(k), str(reps)],
+            [sys.executable, __file__, "--child", str(n), str(k), str(reps), str(threads or 0)],
             env={**os.environ, "KERAS_BACKEND": backend, "PYTHONPATH": str(ROOT)},
             capture_output=True, text=True, check=True,
         )
@@ -432,7 +437,8 @@ def markdown(result: dict) -> str:
     ref, fn = result["reference"], result["function"]["times_ms"]
     calls = meta["n"] // meta["batch"]
     one, many = "tm update, 1 call", f"tm update, {calls} calls"
-    cpu = f"CPU: {meta.get('cpu_model', 'unknown')} ({meta['cpus']} logical CPUs)."
+    cpu = (f"CPU: {meta.get('cpu_model', 'unknown')} ({meta['cpus']} logical CPUs); threads "
+           f"for TF and torch: {meta.get('threads') or 'default'} (JAX: its default).")
     lines += [
         "",
         f"### Calibration speed ({meta['n']:.0e} x {meta['num_classes']} float32, "
@@ -516,7 +522,7 @@ def main() -> None:
                         help="threads for TF and torch each (default: theirs)")
     parser.add_argument("--update-only", action="store_true",
                         help="only the update_state vs torch reference table")
-    parser.add_argument("--child", nargs=3, type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--child", nargs=4, type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         child(*args.child)
