@@ -5,6 +5,12 @@ seed), in one process, timed in interleaved repetitions (medians):
 
 - **function**: ``keras_ls.calibration.expected_calibration_error`` against
   ``netcal.metrics.ECE(bins=15).measure`` (numpy, float64);
+- **metric update against a torch ``bincount`` reference** (issue 17):
+  ``update_state`` on all rows in one call, TF eager, given numpy arrays and
+  given TF tensors, against the same update written directly in torch (max and
+  argmax, the edge-corrected bin index, three ``torch.bincount`` with float64
+  weights; no value checks) on torch tensors of the same data, in the same
+  process; target <= 1.2x for both;
 - **metric update**: ``keras_ls.ExpectedCalibrationError.update_state`` on the
   TensorFlow backend, eager (one call on all rows, and 100 calls of 10k rows)
   and inside a ``tf.function`` step as in ``fit`` (plain graph, Keras' default
@@ -25,9 +31,15 @@ are against the torchmetrics update of the parent process).
     python benchmarks/calibration_speed.py                  # ~2 min on 2 cores
     python benchmarks/calibration_speed.py --backends tensorflow,jax,torch
     python benchmarks/calibration_speed.py --quick --out /tmp/cal   # smoke run
+    python benchmarks/calibration_speed.py --update-only --threads 1  # first table only
+
+``--threads N`` gives TF and torch N threads each (default: their own defaults);
+one thread is the steadier comparison on a shared machine, where a thread pool
+that waits for a preempted worker slows every parallel kernel.
 
 Writes ``calibration_speed.json`` and ``calibration_speed.md`` to ``--out``
-(default ``benchmarks/results/``).
+(default ``benchmarks/results/``). Every table's footer names the CPU (``lscpu``
+"Model name"): the ratios depend on it.
 """
 
 from __future__ import annotations
@@ -64,6 +76,37 @@ def make_data(n: int, k: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     soft /= soft.sum(1, keepdims=True)
     labels = (soft.cumsum(1) > rng.random((n, 1))).argmax(1)
     return probs, labels
+
+
+def cpu_model() -> str:
+    """``lscpu``'s "Model name" (the platform's processor string where lscpu is missing)."""
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return platform.processor() or "unknown CPU"
+    for line in out.splitlines():
+        if line.startswith("Model name:"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown CPU"
+
+
+def torch_bincount_update(probs: Any, labels: Any, num_bins: int) -> tuple:
+    """The top-label update in plain torch: the reference of the ``update_state`` rows.
+
+    Same work as the metric's binning (first maximum, bins ``(i/M, (i+1)/M]`` with
+    the one-comparison edge correction, float64 sums), without its value checks.
+    """
+    import torch
+
+    conf, pred = probs.max(dim=1)
+    lower = torch.tensor([-float("inf")] + [i / num_bins for i in range(1, num_bins)])
+    upper = torch.tensor([i / num_bins for i in range(1, num_bins)] + [float("inf")])
+    guess = (torch.ceil(conf * num_bins).long() - 1).clamp_(0, num_bins - 1)
+    idx = guess - (conf <= lower[guess]).long() + (conf > upper[guess]).long()
+    counts = torch.bincount(idx, minlength=num_bins)
+    conf_sums = torch.bincount(idx, conf.double(), minlength=num_bins)
+    hit_sums = torch.bincount(idx, (pred == labels).double(), minlength=num_bins)
+    return counts, conf_sums, hit_sums
 
 
 def reference(probs: np.ndarray, labels: np.ndarray, num_bins: int) -> dict[str, float]:
@@ -128,6 +171,12 @@ def keras_metric_cases(probs: np.ndarray, labels: np.ndarray) -> tuple[dict, dic
         if backend != "tensorflow":  # async dispatch (JAX): wait for the result
             sync(m)
 
+    def numpy_call(m=ece):
+        m.reset_state()
+        m.update_state(labels, probs)
+        if backend != "tensorflow":
+            sync(m)
+
     def batches(m=ece):
         m.reset_state()
         for yb, pb in splits:
@@ -135,7 +184,8 @@ def keras_metric_cases(probs: np.ndarray, labels: np.ndarray) -> tuple[dict, dic
         if backend != "tensorflow":
             sync(m)
 
-    cases = {"update, 1 call": one_call, f"update, {len(splits)} calls": batches}
+    cases = {"update, 1 call": one_call, "update (numpy), 1 call": numpy_call,
+             f"update, {len(splits)} calls": batches}
     values = {}
     if backend == "tensorflow":
         import tensorflow as tf
@@ -158,6 +208,8 @@ def keras_metric_cases(probs: np.ndarray, labels: np.ndarray) -> tuple[dict, dic
             cases[f"update in {mode} step, {len(splits)} calls"] = step_batches
             step_one_call()
             values[f"ece, {mode} step"] = sync(metric)
+    numpy_call(ece)
+    values["ece, numpy, 1 call"] = sync(ece)
     one_call(ece)
     values["ece, 1 call"] = sync(ece)
     batches(ece)
@@ -169,17 +221,78 @@ def keras_metric_cases(probs: np.ndarray, labels: np.ndarray) -> tuple[dict, dic
     return cases, values
 
 
-def child(n: int, k: int, reps: int) -> None:
+def child(n: int, k: int, reps: int, threads: int) -> None:
     """Subprocess body for --backends: metric rows on KERAS_BACKEND, as JSON."""
     import keras
+
+    if threads and keras.backend.backend() == "torch":
+        import torch
+
+        torch.set_num_threads(threads)
+
+    from keras_ls.metrics import _accumulation_dtype
 
     probs, labels = make_data(n, k)
     cases, values = keras_metric_cases(probs, labels)
     times = interleaved(cases, reps)
-    print(json.dumps({"backend": keras.backend.backend(), "times_ms": times, "values": values}))
+    print(json.dumps({"backend": keras.backend.backend(), "times_ms": times, "values": values,
+                      "accumulators": _accumulation_dtype()}))
 
 
-def run(n: int, k: int, reps: int, backends: list[str]) -> dict:
+def set_threads(threads: int | None) -> None:
+    """TF's and torch's thread pools (before either runs anything)."""
+    if not threads:
+        return
+    import tensorflow as tf
+    import torch
+
+    torch.set_num_threads(threads)
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(threads)
+
+
+def run_update_only(n: int, k: int, reps: int, threads: int | None) -> dict:
+    """The first table only: ``update_state`` (numpy, tensors) vs the torch reference."""
+    import torch
+
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    set_threads(threads)
+    import keras
+    from keras import ops
+
+    import keras_ls
+    from keras_ls.metrics import ExpectedCalibrationError
+
+    probs, labels = make_data(n, k)
+    pt, yt = torch.from_numpy(probs), torch.from_numpy(labels)
+    p, y = ops.convert_to_tensor(probs), ops.convert_to_tensor(labels.astype(np.int32))
+    m = ExpectedCalibrationError(NUM_BINS)
+
+    def call(y_true: Any, y_pred: Any) -> None:
+        m.reset_state()
+        m.update_state(y_true, y_pred)
+
+    times = interleaved(
+        {
+            "update (numpy), 1 call": lambda: call(labels, probs),
+            "update, 1 call": lambda: call(y, p),
+            "torch bincount reference": lambda: torch_bincount_update(pt, yt, NUM_BINS),
+        },
+        reps,
+    )
+    return {
+        "meta": {
+            "n": n, "num_classes": k, "num_bins": NUM_BINS, "batch": BATCH, "reps": reps,
+            "cpus": os.cpu_count(), "cpu_model": cpu_model(), "threads": threads,
+            "versions": {"keras_ls": keras_ls.__version__, "keras": keras.__version__,
+                         "torch": torch.__version__},
+            "command": "python benchmarks/calibration_speed.py " + " ".join(sys.argv[1:]),
+        },
+        "metric": {"times_ms": times},
+    }
+
+
+def run(n: int, k: int, reps: int, backends: list[str], threads: int | None = None) -> dict:
     # torch (and torchmetrics) before TensorFlow: the other order segfaults here.
     import netcal
     import netcal.metrics
@@ -188,6 +301,7 @@ def run(n: int, k: int, reps: int, backends: list[str]) -> dict:
     from torchmetrics.classification import MulticlassCalibrationError
 
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    set_threads(threads)
     import keras
     import tensorflow as tf
 
@@ -235,6 +349,7 @@ def run(n: int, k: int, reps: int, backends: list[str]) -> dict:
 
     ours, metric_values = keras_metric_cases(probs, labels)
     theirs = {
+        "torch bincount reference": lambda: torch_bincount_update(pt, yt, NUM_BINS),
         "tm update, 1 call": tm_one_call,
         f"tm update, {len(t_splits)} calls": tm_batches,
         "tm update + compute, 1 call": tm_total,
@@ -250,7 +365,7 @@ def run(n: int, k: int, reps: int, backends: list[str]) -> dict:
         if backend == "tensorflow":
             continue
         proc = subprocess.run(
-            [sys.executable, __file__, "--child", str(n), str(k), str(reps)],
+            [sys.executable, __file__, "--child", str(n), str(k), str(reps), str(threads or 0)],
             env={**os.environ, "KERAS_BACKEND": backend, "PYTHONPATH": str(ROOT)},
             capture_output=True, text=True, check=True,
         )
@@ -260,6 +375,7 @@ def run(n: int, k: int, reps: int, backends: list[str]) -> dict:
         "meta": {
             "n": n, "num_classes": k, "num_bins": NUM_BINS, "batch": BATCH, "reps": reps,
             "seed": 0, "cpus": os.cpu_count(), "machine": platform.machine(),
+            "cpu_model": cpu_model(), "threads": threads,
             "versions": {
                 "keras_ls": keras_ls.__version__, "keras": keras.__version__,
                 "tensorflow": tf.__version__, "torch": torch.__version__,
@@ -285,12 +401,46 @@ def _row(name: str, times: dict, case: str, peer_times: dict | None, peer: str |
     return f"| {name} | {ms:.1f} | {best:.1f} | {ratio:.2f}x / {ratio_min:.2f}x |"
 
 
+def update_table(meta: dict, met: dict) -> list[str]:
+    """The first table: ``update_state`` against the torch reference, CPU in the footer."""
+    ref_case = "torch bincount reference"
+    threads = meta.get("threads") or "default"
+    return [
+        f"### `update_state` against a torch `bincount` reference ({meta['n']:.0e} x "
+        f"{meta['num_classes']} float32, {meta['num_bins']} bins, one call, TF eager)",
+        "",
+        "| case | median ms | min ms | ratio to the reference (median / min) |",
+        "|---|---|---|---|",
+        _row("`update_state(y, p)`, numpy arrays", met, "update (numpy), 1 call", met,
+             ref_case),
+        _row("`update_state(y, p)`, TF tensors", met, "update, 1 call", met, ref_case),
+        _row("torch reference: max, bin index, 3 x `torch.bincount` (torch tensors)", met,
+             ref_case, None, None),
+        "",
+        "Target (issue 17): <= 1.2x for numpy and tensor inputs. The metric also checks "
+        "the values (rows sum to 1, labels in range); the reference does not. The first "
+        "call of a new large shape compiles the XLA reading (~0.2 s, not timed: one "
+        "warm-up call per case).",
+        "",
+        f"CPU: {meta.get('cpu_model', 'unknown')} ({meta['cpus']} logical CPUs); "
+        f"threads per framework: {threads}.",
+    ]
+
+
 def markdown(result: dict) -> str:
-    meta, ref = result["meta"], result["reference"]
-    fn, met = result["function"]["times_ms"], result["metric"]["times_ms"]
+    meta = result["meta"]
+    met = result["metric"]["times_ms"]
+    lines = update_table(meta, met)
+    if "function" not in result:  # --update-only
+        lines += ["", f"`{meta['command'].strip()}` · versions {json.dumps(meta['versions'])}"]
+        return "\n".join(lines) + "\n"
+    ref, fn = result["reference"], result["function"]["times_ms"]
     calls = meta["n"] // meta["batch"]
     one, many = "tm update, 1 call", f"tm update, {calls} calls"
-    lines = [
+    cpu = (f"CPU: {meta.get('cpu_model', 'unknown')} ({meta['cpus']} logical CPUs); threads "
+           f"for TF and torch: {meta.get('threads') or 'default'} (JAX: its default).")
+    lines += [
+        "",
         f"### Calibration speed ({meta['n']:.0e} x {meta['num_classes']} float32, "
         f"{meta['num_bins']} bins, {meta['cpus']} CPUs)",
         "",
@@ -329,22 +479,34 @@ def markdown(result: dict) -> str:
         "Other backends run in their own process after this one; their ratios are against "
         "the torchmetrics times above.",
         "",
+        cpu,
+        "",
         f"Accuracy against the float64 reference (ECE {ref['ece']:.9f}, MCE {ref['mce']:.9f}):",
         "",
         "| value | ECE or MCE | abs. error |",
         "|---|---|---|",
     ]
     values = {**result["function"]["values"], **result["metric"]["values"]}
+    float32_state = set()  # JAX without jax_enable_x64: float32 accumulators
     for backend, res in result["other_backends"].items():
-        values.update({f"{k} ({backend})": v for k, v in res["values"].items()})
+        tag = backend
+        if res.get("accumulators") == "float32":
+            tag = f"{backend}, float32 accumulators"
+            float32_state.update(f"{k} ({tag})" for k in res["values"])
+        values.update({f"{k} ({tag})": v for k, v in res["values"].items()})
     for name, v in values.items():
         want = ref["mce"] if "mce" in name else ref["ece"]
         lines.append(f"| {name} | {v:.9f} | {abs(v - want):.1e} |")
-    worst = max(
-        abs(v - (ref["mce"] if "mce" in name else ref["ece"]))
-        for name, v in values.items() if not name.startswith(("netcal", "torchmetrics"))
-    )
-    lines += ["", f"Worst keras-ls error: {worst:.1e} (target 1e-6).", "",
+
+    def max_error(names: list[str]) -> float:
+        return max(abs(values[n] - (ref["mce"] if "mce" in n else ref["ece"])) for n in names)
+
+    ours = [n for n in values if not n.startswith(("netcal", "torchmetrics"))]
+    worst = max_error([n for n in ours if n not in float32_state])
+    if float32_state:
+        lines += ["", "float32 accumulators (JAX without `jax_enable_x64`) are not held to the "
+                  "target: see docs/calibration-metrics.md."]
+    lines += ["", f"Worst keras-ls error: {worst:.1e} (target 1e-6).", "", cpu, "",
               f"`{meta['command'].strip()}` · versions {json.dumps(meta['versions'])}"]
     return "\n".join(lines) + "\n"
 
@@ -356,18 +518,26 @@ def main() -> None:
     parser.add_argument("--backends", default="tensorflow",
                         help="comma-separated: tensorflow,jax,torch")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
-    parser.add_argument("--child", nargs=3, type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--threads", type=int, default=None,
+                        help="threads for TF and torch each (default: theirs)")
+    parser.add_argument("--update-only", action="store_true",
+                        help="only the update_state vs torch reference table")
+    parser.add_argument("--child", nargs=4, type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         child(*args.child)
         return
     n, reps = (100_000, 3) if args.quick else (1_000_000, args.reps)
-    result = run(n, 10, reps, args.backends.split(","))
+    if args.update_only:
+        result, stem = run_update_only(n, 10, reps, args.threads), "calibration_update"
+    else:
+        result = run(n, 10, reps, args.backends.split(","), args.threads)
+        stem = "calibration_speed"
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "calibration_speed.json").write_text(json.dumps(result, indent=2) + "\n")
+    (out / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
     md = markdown(result)
-    (out / "calibration_speed.md").write_text(md)
+    (out / f"{stem}.md").write_text(md)
     print(md)
 
 

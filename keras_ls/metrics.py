@@ -1,17 +1,18 @@
 """Streaming calibration metrics for Keras 3 (any backend).
 
 :class:`ExpectedCalibrationError`, :class:`MaximumCalibrationError` and
-:class:`ClasswiseCalibrationError` accumulate the per-bin sums of
-:func:`keras_ls.calibration.calibration_bins` batch by batch and turn them into
-a measure with the formulas of :mod:`keras_ls.calibration` (one binning rule,
-one place for the formulas). Each update is O(batch): an O(1) bin index per
-probability, then one scatter-add (weighted bincount) per accumulator -- no
+:class:`ClasswiseCalibrationError` run the core of :mod:`keras_ls.calibration`
+(``_formulas``: readings, binning rule, per-bin sums, measures) with
+``keras.ops`` as its array namespace, batch by batch, and keep the per-bin sums
+in float64 variables where the backend has float64 (see
+``docs/calibration-metrics.md``). Each update is O(batch): an O(1) bin index
+per probability, then one scatter-add (weighted bincount) per sum -- no
 ``(batch, num_bins)`` one-hot.
 """
 
 from __future__ import annotations
 
-import inspect
+import math
 from typing import Any
 
 import keras
@@ -22,41 +23,46 @@ from keras_ls.calibration import CalibrationBins, validate_num_bins
 from keras_ls.calibration._checks import (
     BINARY,
     MULTI_LABEL,
-    TOP_LABEL,
     check_bool,
     check_weight_values,
     distribution_tolerance,
+    is_sparse,
     reading_for,
 )
 from keras_ls.calibration._core import read_predictions
-from keras_ls.calibration._formulas import MEASURES, uniform_bin_index, uniform_edge_tables
+from keras_ls.calibration._formulas import (
+    MEASURES,
+    ArrayNamespace,
+    read_outputs,
+    scatter_inputs,
+    sums_per_bin,
+    uniform_bin_ids,
+)
 
 __all__ = ["ClasswiseCalibrationError", "ExpectedCalibrationError", "MaximumCalibrationError"]
 
-# Most segments (lanes x columns x bins) one update scatters into; see _lanes.
-_SEGMENT_BUDGET = 2**16
-# keras.ops.scatter_update(..., reduction="add") exists (recent Keras, e.g. 3.15).
-_SCATTER_ADD = "reduction" in inspect.signature(ops.scatter_update).parameters
+# Eager TF: from this many predicted values (rows x columns) on, the reading of an
+# update is one XLA kernel (~3x faster than TF's top_k / argmax kernels); it is
+# compiled once per input shape (~0.2 s), which only pays off on large updates.
+_XLA_MIN_VALUES = 2**20
 
 
-def _lanes(num_samples: Any, num_segments: int) -> int:
-    """How many interleaved partial sums ("lanes") each bin gets in one update.
+def _accumulation_dtype() -> str:
+    """float64 where the backend has it: TF, torch, and JAX with ``jax_enable_x64``."""
+    if keras.backend.backend() == "jax":
+        import jax
 
-    A scatter-add adds one value after the other, so a float32 bin sum over a
-    million samples drifts by ~1e-5 relative; sample ``n`` goes to lane
-    ``n % lanes`` instead, and the lanes are added by a (pairwise) reduction.
-    With a static batch size up to the budget every sample has a lane of its own.
-    """
-    cap = max(1, _SEGMENT_BUDGET // num_segments)
-    return min(cap, num_samples) if isinstance(num_samples, int) and num_samples > 0 else cap
+        if not jax.config.jax_enable_x64:
+            return "float32"
+    return "float64"
 
 
 def _uncompiled_kernels() -> bool:
     """Whether this update runs op by op or in a TF graph without XLA.
 
-    Then the kernels that are fastest there are used (see ``_scatter_add`` and
-    ``_read_softmax``); compiled code (XLA, ``jax.jit``, ``torch.compile``) gets
-    the static-shape ones. Eager TF is run as our own (non-XLA) graph.
+    Then ``ops.bincount`` (and on TF ``top_k``) are used, the fastest kernels
+    there; compiled code (XLA, ``jax.jit``, ``torch.compile``) cannot take
+    bincount's data-dependent output size and gets the static-shape ones.
     """
     backend = keras.backend.backend()
     if backend == "tensorflow":
@@ -73,42 +79,95 @@ def _uncompiled_kernels() -> bool:
     return False
 
 
-def _executing_eagerly_tf() -> bool:
-    import tensorflow as tf
+def _executing_eagerly() -> bool:
+    """Whether values can be read on the host here (no trace, no compiled graph)."""
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
 
-    return tf.executing_eagerly()
+        return tf.executing_eagerly()
+    if backend == "torch":
+        import torch
+
+        return not torch.compiler.is_compiling()
+    import jax
+
+    return not isinstance(jax.numpy.zeros(()), jax.core.Tracer)
 
 
-def _scatter_add(ids: Any, data: Any, length: int, uncompiled: bool) -> Any:
-    """``out[i] = sum(data[ids == i])`` for ``i < length`` (counts when ``data`` is None).
+def _segment_sum(uncompiled: bool) -> Any:
+    """``segment_sum(ids, data, length)``: ``out[i] = sum(data[ids == i])`` (counts if None).
 
-    Uncompiled (eager torch, a plain TF graph), ``ops.bincount`` is several
-    times faster than the alternatives; but its output size depends on the
-    data, which XLA, ``jax.jit`` and ``torch.compile`` cannot take. Compiled
-    code adds into a fixed-size zero tensor instead: ``scatter_update(...,
-    reduction="add")``, or ``segment_sum`` on a Keras without that argument
-    (whose torch version breaks a ``torch.compile`` graph).
+    torch gets its own kernels: Keras' torch ``bincount`` returns float32 (a float64
+    sum rounded to float32 is no float64 sum) and its ``segment_sum`` breaks a
+    ``torch.compile`` graph.
     """
+    if keras.backend.backend() == "torch":
+        import torch
+
+        def torch_segment_sum(ids: Any, data: Any, length: int) -> Any:
+            if uncompiled:
+                return torch.bincount(ids, weights=data, minlength=length)
+            if data is None:
+                data = torch.ones_like(ids)
+            return torch.zeros(length, dtype=data.dtype, device=data.device).index_add(
+                0, ids, data
+            )
+
+        return torch_segment_sum
     if uncompiled:
-        return ops.bincount(ids, weights=data, minlength=length)
-    if data is None:
-        data = ops.ones(ops.shape(ids), dtype="float32")
-    if _SCATTER_ADD:
-        zeros = ops.zeros((length,), dtype=data.dtype)
-        return ops.scatter_update(zeros, ops.expand_dims(ids, -1), data, reduction="add")
-    return ops.segment_sum(data, ids, num_segments=length)
+        return lambda ids, data, length: ops.bincount(ids, weights=data, minlength=length)
+
+    def segment_sum(ids: Any, data: Any, length: int) -> Any:
+        if data is None:
+            data = ops.ones(ops.shape(ids), dtype="int32")
+        return ops.segment_sum(data, ids, num_segments=length)
+
+    return segment_sum
 
 
-def _is_sparse(true_shape: tuple, pred_rank: int, num_classes: int) -> bool:
-    """Labels of a softmax output are sparse with ``y_pred``'s rank minus one, or with a
-    last axis of 1 (``(B, 1)``) when there are several classes; else one-hot / soft."""
-    return len(true_shape) == pred_rank - 1 or (
-        len(true_shape) == pred_rank and true_shape[-1:] == (1,) and num_classes > 1
+def _namespace(uncompiled: bool, tf_top_k: bool = False) -> ArrayNamespace:
+    """``keras.ops`` as the ``xp`` of the calibration core, for where this update runs."""
+
+    torch_backend = keras.backend.backend() == "torch"
+
+    def top1(x: Any) -> tuple:
+        # One kernel for max and first argmax where there is one: TF's top_k in a graph
+        # without XLA, torch.max(dim) (both put the lower index first among ties);
+        # Keras' argmax adds passes for -0.0, and its torch max breaks a compiled graph.
+        if tf_top_k:
+            values, indices = ops.top_k(x, 1)
+            return values[:, 0], indices[:, 0]
+        if torch_backend:
+            import torch
+
+            values, indices = torch.max(x, dim=-1)
+            return values, indices.to(torch.int32)
+        return ops.amax(x, axis=-1), ops.argmax(x, axis=-1)
+
+    acc = _accumulation_dtype()
+    return ArrayNamespace(
+        ops,
+        top1=top1,
+        softmax=lambda x: ops.softmax(x, axis=-1),
+        sigmoid=ops.sigmoid,
+        to_int=lambda a: ops.cast(a, "int32"),
+        to_acc=lambda a: ops.cast(a, acc),
+        asarray=lambda a, dtype: ops.convert_to_tensor(a, dtype=dtype),
+        segment_sum=_segment_sum(uncompiled),
     )
 
 
 def _is_host_array(x: Any) -> bool:
     return x is None or isinstance(x, (np.ndarray, np.generic, list, tuple, int, float))
+
+
+def _all(*conditions: Any) -> Any:
+    """One boolean: every element of every condition holds (NaN compares False)."""
+    out = ops.all(conditions[0])
+    for c in conditions[1:]:
+        out = ops.logical_and(out, ops.all(c))
+    return out
 
 
 class _CalibrationMetric(keras.metrics.Metric):
@@ -131,8 +190,6 @@ class _CalibrationMetric(keras.metrics.Metric):
         self.num_bins = validate_num_bins(num_bins)
         self.from_logits = check_bool(from_logits, "from_logits")
         self.multi_label = check_bool(multi_label, "multi_label")
-        # The bins of keras_ls.calibration: each bin's lower and upper edge.
-        self._lower_edges, self._upper_edges = uniform_edge_tables(self.num_bins)
         self._num_columns = None
         self._graph_updates = {}  # eager TF: input signature -> tf.function
         if not (self.multi_label or self._classwise):
@@ -144,20 +201,11 @@ class _CalibrationMetric(keras.metrics.Metric):
         lazy = self.multi_label or self._classwise
         shape = (num_columns, self.num_bins) if lazy else (self.num_bins,)
         self._num_columns = num_columns
-        self.counts = self.add_variable(
-            shape=shape, initializer="zeros", dtype=self.dtype, name="counts"
-        )
-        self.confidence_sums = self.add_variable(
-            shape=shape, initializer="zeros", dtype=self.dtype, name="confidence_sums"
-        )
-        self.correct_sums = self.add_variable(
-            shape=shape, initializer="zeros", dtype=self.dtype, name="correct_sums"
-        )
-        # Rounding errors of the three sums above (compensated summation): the
-        # accumulators hold sum = value + residual exactly, also without float64.
-        self.residuals = self.add_variable(
-            shape=(3, *shape), initializer="zeros", dtype=self.dtype, name="residuals"
-        )
+        acc = _accumulation_dtype()
+        for name in ("counts", "confidence_sums", "correct_sums"):
+            setattr(self, name, self.add_variable(
+                shape=shape, initializer="zeros", dtype=acc, name=name
+            ))
         # Batches with values that are not what the reading expects (see update_state).
         self.invalid_batches = self.add_variable(
             shape=(), initializer="zeros", dtype=self.dtype, name="invalid_batches"
@@ -181,18 +229,14 @@ class _CalibrationMetric(keras.metrics.Metric):
         """
         if self._num_columns is None:
             return CalibrationBins(*(np.zeros((0, self.num_bins)) for _ in range(3)))
-        residuals = np.asarray(ops.convert_to_numpy(self.residuals), dtype=np.float64)
         return CalibrationBins(
-            *(np.asarray(ops.convert_to_numpy(v), dtype=np.float64) + r
-              for v, r in zip(self._sums, residuals))
+            *(np.asarray(ops.convert_to_numpy(v), dtype=np.float64) for v in self._sums)
         )
 
     def result(self) -> Any:
         if self._num_columns is None:
             return ops.zeros((), dtype=self.dtype)
-        residuals = ops.convert_to_tensor(self.residuals)
-        sums = [v + residuals[i] for i, v in enumerate(self._sums)]
-        value = MEASURES[self._measure](*sums, xp=ops)
+        value = ops.cast(MEASURES[self._measure](*self._sums, xp=ops), self.dtype)
         # Bad values seen inside a compiled step cannot raise there: say it with NaN.
         return ops.where(self.invalid_batches > 0, float("nan"), value)
 
@@ -218,8 +262,10 @@ class _CalibrationMetric(keras.metrics.Metric):
             sample_weight: Optional per-sample weights: scalar, ``(B,)``,
                 ``(B, 1)``, or broadcastable to ``y_pred.shape[:-1]``.
         """
-        if _is_host_array(y_true) and _is_host_array(y_pred) and _is_host_array(sample_weight):
-            self._check_host_values(y_true, y_pred, sample_weight)
+        given = (y_true, y_pred, sample_weight)
+        # Host values can raise a clear error: the update reports bad values and
+        # then adds nothing (see _fold); tensors get NaN instead (no host sync).
+        strict = all(_is_host_array(v) for v in given) and _executing_eagerly()
         y_pred = ops.convert_to_tensor(y_pred)
         y_true = ops.convert_to_tensor(y_true)
         if sample_weight is not None:
@@ -239,67 +285,109 @@ class _CalibrationMetric(keras.metrics.Metric):
                 f"`y_pred` must keep its {self._num_columns} columns from batch to batch; "
                 f"received shape {tuple(y_pred.shape)}."
             )
-        uncompiled = _uncompiled_kernels()
-        if keras.backend.backend() == "tensorflow" and uncompiled and _executing_eagerly_tf():
-            self._tf_graph_update(y_true, y_pred, sample_weight)
+        if keras.backend.backend() == "tensorflow" and _executing_eagerly():
+            bad = self._tf_eager_update(y_true, y_pred, sample_weight, strict)
         else:
-            self._update(y_true, y_pred, sample_weight, uncompiled=uncompiled)
+            uncompiled = _uncompiled_kernels()
+            xp = _namespace(uncompiled, uncompiled and keras.backend.backend() == "tensorflow")
+            bad = self._update(y_true, y_pred, sample_weight, xp, None, strict)
+        if strict and bool(ops.convert_to_numpy(bad)):
+            self._raise_for_host_values(*given)
 
-    def _tf_graph_update(self, y_true: Any, y_pred: Any, sample_weight: Any) -> None:
-        """Eager TF: run the update as one graph (~0.1 ms per op saved; no XLA).
+    def _tf_eager_update(self, y_true: Any, y_pred: Any, sample_weight: Any, strict: bool) -> Any:
+        """Eager TF: the update as one graph (~0.1 ms per op saved), its reading in XLA
+        for large batches (see ``_XLA_MIN_VALUES``).
 
-        One ``tf.function`` per input ranks, dtypes and trailing dimensions,
-        traced once with a free batch dimension.
+        One ``tf.function`` per input ranks, dtypes, trailing dimensions and
+        strictness, traced once with a free batch dimension (the XLA reading
+        compiles once per batch size).
         """
         import tensorflow as tf
 
         tensors = [t for t in (y_true, y_pred, sample_weight) if t is not None]
+        xla = math.prod(y_pred.shape) >= _XLA_MIN_VALUES
         specs = tuple(
             tf.TensorSpec((None, *t.shape[1:]) if len(t.shape) else (), t.dtype)
             for t in tensors
         )
-        key = (specs, sample_weight is None)
+        key = (specs, sample_weight is None, strict, xla)
         if key not in self._graph_updates:
+            weighted = sample_weight is not None
+            read = None
+            if xla:
+                compiled = _namespace(uncompiled=False)
+                read = tf.function(
+                    lambda *a: self._read(a[0], a[1], a[2] if weighted else None, compiled),
+                    jit_compile=True,
+                )
 
-            def update(*args: Any) -> None:
-                weight = None if sample_weight is None else args[2]
-                self._update(args[0], args[1], weight, uncompiled=True)
+            def update(*args: Any) -> Any:
+                weight = args[2] if weighted else None
+                xp = _namespace(uncompiled=True, tf_top_k=True)
+                return self._update(args[0], args[1], weight, xp, read, strict)
 
             self._graph_updates[key] = tf.function(update, input_signature=specs)
-        self._graph_updates[key](*tensors)
+        return self._graph_updates[key](*tensors)
 
-    def _update(self, y_true: Any, y_pred: Any, sample_weight: Any, uncompiled: bool) -> None:
-        pred_rank = len(y_pred.shape)
-        num_columns = 1 if pred_rank == 1 else y_pred.shape[-1]
-        reading = reading_for(
-            num_columns, multi_label=self.multi_label, classwise=self._classwise
-        )
-        sample_shape = ops.shape(y_pred)[:-1] if pred_rank > 1 else ops.shape(y_pred)
-        tolerance = distribution_tolerance(keras.backend.standardize_dtype(y_pred.dtype))
-        x = ops.reshape(ops.cast(y_pred, self.dtype), (-1, num_columns))
-        if reading in (BINARY, MULTI_LABEL):
-            targets = self._binary_targets(y_true, y_pred.shape, reading)
-            conf, hits, bad = self._read_sigmoid(x, targets)
+    def _update(
+        self, y_true: Any, y_pred: Any, weight: Any, xp: Any, read: Any, strict: bool
+    ) -> Any:
+        """Read, bin, sum per bin (``xp.segment_sum``) and add to the state; returns ``bad``."""
+        if read is None:
+            *inputs, bad = self._read(y_true, y_pred, weight, xp)
+        else:  # the reading compiled on its own (XLA inside a TF graph)
+            *inputs, bad = read(*(t for t in (y_true, y_pred, weight) if t is not None))
+        sums = sums_per_bin(inputs, self._num_columns, self.num_bins, xp)
+        if strict:  # bad host values raise after the update: add nothing
+            sums = [ops.where(bad, ops.zeros_like(s), s) for s in sums]
         else:
-            labels = self._labels(y_true, y_pred.shape)
-            top_k = uncompiled and keras.backend.backend() == "tensorflow"
-            conf, hits, bad = self._read_softmax(x, labels, reading, tolerance, top_k)
-        weight = None
-        if sample_weight is not None:
-            weight = self._weights(sample_weight, pred_rank, sample_shape)
-            bad = ops.logical_or(bad, ops.logical_not(ops.all(weight >= 0)))
-        self._accumulate(self._binned_sums(conf, hits, weight, uncompiled))
-        self.invalid_batches.assign_add(ops.cast(bad, self.dtype))
+            self.invalid_batches.assign_add(ops.cast(bad, self.dtype))
+        for variable, value in zip(self._sums, sums):
+            variable.assign_add(ops.reshape(value, variable.shape))
+        return bad
 
-    def _check_host_values(self, y_true: Any, y_pred: Any, sample_weight: Any) -> None:
-        """NumPy inputs are checked on the host, so that bad values raise right away."""
+    def _read(self, y_true: Any, y_pred: Any, weight: Any, xp: Any) -> tuple:
+        """The :func:`scatter_inputs` of one batch, and ``bad``.
+
+        The readings and the binning are those of ``keras_ls.calibration``
+        (``_formulas``); ``bad`` says whether any value is not what the reading
+        expects (the checks of ``keras_ls.calibration``, as one boolean).
+        """
+        pred_shape = tuple(y_pred.shape)
+        num_columns = 1 if len(pred_shape) == 1 else pred_shape[-1]
+        reading = reading_for(num_columns, multi_label=self.multi_label,
+                              classwise=self._classwise)
+        x = ops.reshape(ops.cast(y_pred, self.dtype), (-1, num_columns))
+        sigmoid_output = reading in (BINARY, MULTI_LABEL)
+        if sigmoid_output:
+            y = ops.cast(self._binary_targets(y_true, pred_shape, reading), self.dtype)
+            checks = [ops.logical_or(y == 0, y == 1)]
+        else:
+            y, checks = self._labels(y_true, pred_shape)
+        if self.from_logits:
+            checks.append(ops.isfinite(x))
+        elif sigmoid_output:
+            checks.append(ops.logical_and(x >= 0, x <= 1))
+        else:
+            tolerance = distribution_tolerance(keras.backend.standardize_dtype(y_pred.dtype))
+            checks += [x >= 0, ops.abs(ops.sum(x, axis=-1) - 1.0) <= tolerance]
+        if weight is not None:
+            sample_shape = ops.shape(y_pred)[:-1] if len(pred_shape) > 1 else ops.shape(y_pred)
+            weight = self._weights(weight, len(pred_shape), sample_shape)
+            checks.append(ops.logical_and(ops.isfinite(weight), weight >= 0))
+        conf, hits = read_outputs(x, y, reading, self.from_logits, xp)
+        ids = uniform_bin_ids(conf, self.num_bins, xp)
+        length = self.num_bins * conf.shape[-1]  # one row of bins per column of conf
+        inputs = scatter_inputs(ids, conf, hits, weight, length, xp)
+        return (*inputs, ops.logical_not(_all(*checks)))
+
+    def _raise_for_host_values(self, y_true: Any, y_pred: Any, sample_weight: Any) -> None:
+        """The update found bad host values: the checks of ``keras_ls.calibration`` say which."""
         pred = np.asarray(y_pred)
-        if pred.ndim == 0:
-            return  # the shape check below raises
         k = 1 if pred.ndim == 1 else pred.shape[-1]
         true = np.asarray(y_true)
         reading = reading_for(k, multi_label=self.multi_label, classwise=self._classwise)
-        sparse = _is_sparse(true.shape, pred.ndim, k)
+        sparse = is_sparse(true.shape, pred.ndim, k)
         if reading == MULTI_LABEL or not (sparse or reading == BINARY):
             true = true.reshape(-1, k)
         else:
@@ -308,6 +396,10 @@ class _CalibrationMetric(keras.metrics.Metric):
                          self._classwise)
         if sample_weight is not None:
             check_weight_values(np.asarray(sample_weight, dtype=np.float64))
+        raise ValueError(  # rounding at the row-sum tolerance can flag what numpy passes
+            "`y_true`, `y_pred` or `sample_weight` hold values the reading does not expect "
+            "(see keras_ls.calibration); nothing was accumulated."
+        )
 
     def _binary_targets(self, y_true: Any, pred_shape: tuple, reading: str) -> Any:
         """0/1 labels of a sigmoid output, ``(N, C)``."""
@@ -325,126 +417,36 @@ class _CalibrationMetric(keras.metrics.Metric):
             )
         return ops.reshape(y_true, (-1, pred_shape[-1] if pred_rank > 1 else 1))
 
-    def _labels(self, y_true: Any, pred_shape: tuple) -> Any:
-        """Class labels ``(N,)`` of a softmax output from sparse or one-hot ``y_true``."""
-        pred_rank, true_rank = len(pred_shape), len(y_true.shape)
-        num_classes = pred_shape[-1]
-        is_sparse = _is_sparse(tuple(y_true.shape), pred_rank, num_classes)
-        if not is_sparse and true_rank != pred_rank:
+    def _labels(self, y_true: Any, pred_shape: tuple) -> tuple:
+        """Class labels ``(N,)`` of a softmax output, and the conditions they must meet."""
+        pred_rank, num_classes = len(pred_shape), pred_shape[-1]
+        true_shape = tuple(y_true.shape)
+        sparse = is_sparse(true_shape, pred_rank, num_classes)
+        if not sparse and (len(true_shape) != pred_rank or true_shape[-1] != num_classes):
             raise ValueError(
                 f"`y_true` must be sparse labels (rank {pred_rank - 1}, or last dimension "
                 f"1) or one-hot with the shape of `y_pred` {tuple(pred_shape)}; "
-                f"received shape {tuple(y_true.shape)}."
+                f"received shape {true_shape}."
             )
-        if is_sparse:
-            return ops.cast(ops.reshape(y_true, (-1,)), "int32")
-        return ops.cast(ops.argmax(ops.reshape(y_true, (-1, num_classes)), axis=-1), "int32")
+        is_float = "float" in keras.backend.standardize_dtype(y_true.dtype)
+        if not sparse:
+            targets = ops.reshape(y_true, (-1, num_classes))
+            checks = [ops.isfinite(targets)] if is_float else []
+            return ops.cast(ops.argmax(targets, axis=-1), "int32"), checks
+        labels = ops.reshape(y_true, (-1,))
+        checks = [labels == ops.floor(labels)] if is_float else []  # NaN: False
+        labels = ops.cast(labels, "int32")
+        return labels, [*checks, ops.logical_and(labels >= 0, labels < num_classes)]
 
     def _weights(self, sample_weight: Any, pred_rank: int, sample_shape: Any) -> Any:
-        weight = ops.cast(ops.convert_to_tensor(sample_weight), self.dtype)
+        """Per-sample weights ``(N,)``: ``(B, 1)`` squeezed, ``(B,)`` broadcast over ``(B, T)``."""
+        weight = ops.cast(sample_weight, self.dtype)
         sample_rank = max(pred_rank - 1, 1)
-        # (B, 1) -> (B,); (B,) with y_pred (B, T, K) -> (B, 1) -> broadcast (B, T).
         if len(weight.shape) == sample_rank + 1 and weight.shape[-1] == 1:
             weight = ops.squeeze(weight, axis=-1)
         while 0 < len(weight.shape) < sample_rank:
             weight = ops.expand_dims(weight, -1)
         return ops.reshape(ops.broadcast_to(weight, sample_shape), (-1,))
-
-    def _read_sigmoid(self, x: Any, targets: Any) -> tuple:
-        probs = ops.sigmoid(x) if self.from_logits else x
-        hits = ops.cast(targets, self.dtype)
-        # Written so that NaN counts as bad (every comparison with NaN is False).
-        in_range = ops.all(ops.logical_and(probs >= 0, probs <= 1))
-        binary = ops.all(ops.logical_or(hits == 0, hits == 1))
-        return probs, hits, ops.logical_not(ops.logical_and(in_range, binary))
-
-    def _read_softmax(
-        self, x: Any, labels: Any, reading: str, tolerance: float, top_k: bool
-    ) -> tuple:
-        num_classes = x.shape[-1]
-        if reading == TOP_LABEL:
-            # top_k in TF graphs without XLA only: there TF's argmax makes four extra
-            # passes (Keras' -0.0 fix) where top_k is one kernel that, like
-            # np.argmax, puts the lower index first among ties. XLA's top_k is a slow
-            # sort, and torch.topk does not order ties by index. (amax, not max: Keras'
-            # torch max breaks a torch.compile graph.)
-            if top_k:
-                top, pred = ops.top_k(x, 1)
-                top, pred = top[:, 0], pred[:, 0]
-            else:
-                top, pred = ops.amax(x, axis=-1), ops.argmax(x, axis=-1)
-            # max softmax = 1 / sum_k exp(z_k - max z): no (B, K) division.
-            conf = 1.0 / ops.sum(ops.exp(x - top[:, None]), axis=-1) if self.from_logits else top
-            hits = ops.cast(ops.equal(ops.cast(pred, "int32"), labels), self.dtype)
-            conf, hits = ops.expand_dims(conf, -1), ops.expand_dims(hits, -1)
-        else:
-            conf = ops.softmax(x, axis=-1) if self.from_logits else x
-            hits = ops.one_hot(labels, num_classes, dtype=self.dtype)
-        valid_labels = ops.all(ops.logical_and(labels >= 0, labels < num_classes))
-        if self.from_logits:
-            valid = ops.all(conf == conf)  # NaN logits
-        else:
-            row_sums = ops.sum(x, axis=-1)
-            # all(...), not amin: the batch may be empty.
-            valid = ops.logical_and(
-                ops.all(x >= 0), ops.all(ops.abs(row_sums - 1.0) <= tolerance)
-            )
-        return conf, hits, ops.logical_not(ops.logical_and(valid, valid_labels))
-
-    def _bin_index(self, conf: Any) -> Any:
-        lower = ops.convert_to_tensor(self._lower_edges, dtype=conf.dtype)
-        upper = ops.convert_to_tensor(self._upper_edges, dtype=conf.dtype)
-        return uniform_bin_index(
-            conf, self.num_bins, lower, upper, ops, lambda a: ops.cast(a, "int32")
-        )
-
-    def _binned_sums(self, conf: Any, hits: Any, weight: Any, uncompiled: bool) -> list:
-        """This batch's counts, confidence sums and hit sums, each of the variables' shape.
-
-        Confidences are summed as offsets from their bin's centre (at most half a
-        bin width), so that float32 sums of many similar values drift far less;
-        the centres come back as ``count * centre`` (one rounding).
-        """
-        m = self.num_bins
-        num_columns = conf.shape[-1]
-        lanes = _lanes(conf.shape[0], num_columns * m)
-        lane = ops.arange(ops.shape(conf)[0], dtype="int32") % lanes
-        column = ops.arange(num_columns, dtype="int32") * m
-        index = self._bin_index(conf)
-        # Bin centres (i + 1/2) / M, by the same formula per sample and per bin (no
-        # gather; exactness is not needed, only the same value in both places).
-        offsets = conf - (ops.cast(index, conf.dtype) + 0.5) * (1.0 / m)
-        centres = (ops.arange(m, dtype=self.dtype) + 0.5) * (1.0 / m)
-        # Segment (column, bin, lane), lane last so that lanes are summed along the
-        # innermost axis (a pairwise reduction on every backend).
-        segment = ops.reshape((column[None, :] + index) * lanes + lane[:, None], (-1,))
-        length = num_columns * m * lanes
-        if weight is not None:
-            weight = ops.broadcast_to(ops.expand_dims(weight, -1), ops.shape(conf))
-            offsets, hits = offsets * weight, hits * weight
-            weight = ops.reshape(weight, (-1,))
-
-        def binned(data: Any) -> Any:
-            sums = ops.cast(_scatter_add(segment, data, length, uncompiled), self.dtype)
-            return ops.sum(ops.reshape(sums, (num_columns, m, lanes)), axis=-1)
-
-        counts = binned(weight)
-        offset_sums = binned(ops.reshape(offsets, (-1,)))
-        hit_sums = binned(ops.reshape(hits, (-1,)))
-        conf_sums = counts * centres + offset_sums
-        return [ops.reshape(v, self.counts.shape) for v in (counts, conf_sums, hit_sums)]
-
-    def _accumulate(self, batch: list) -> None:
-        # TwoSum (Knuth): s + err == total + value exactly, so float32 accumulators
-        # lose nothing over many batches (JAX has no float64 by default).
-        errors = []
-        for variable, value in zip(self._sums, batch):
-            total = ops.convert_to_tensor(variable)
-            s = total + value
-            value_part = s - total
-            errors.append((total - (s - value_part)) + (value - value_part))
-            variable.assign(s)
-        self.residuals.assign_add(ops.stack(errors))
 
 
 @keras.saving.register_keras_serializable(package="keras_ls")
@@ -465,15 +467,18 @@ class ExpectedCalibrationError(_CalibrationMetric):
 
     The per-bin sums equal those of
     :func:`keras_ls.calibration.calibration_bins` and the result equals
-    :func:`keras_ls.calibration.expected_calibration_error` (same bins, same
-    formula), up to float32 rounding (~1e-7). The sums are compensated
-    (``residuals``), so this holds over any number of batches, also on JAX
-    without float64. Each update is O(batch): no ``(batch, num_bins)`` one-hot.
+    :func:`keras_ls.calibration.expected_calibration_error` (the same code
+    reads, bins and reduces), up to float32 rounding (~1e-7): the sums are
+    accumulated in float64 variables, so this holds over any number of
+    samples and batches. On JAX that needs ``jax_enable_x64``; without it the
+    accumulators are float32 (see ``docs/calibration-metrics.md``). Each
+    update is O(batch): no ``(batch, num_bins)`` one-hot.
 
     Values that are not what the reading expects -- probabilities outside
     [0, 1], softmax rows that do not sum to 1 (sigmoid outputs without
-    ``multi_label=True``), labels out of range or not 0/1, negative weights,
-    NaN -- raise a ``ValueError`` when given as NumPy arrays; inside a compiled
+    ``multi_label=True``), labels out of range, not integers or not 0/1,
+    negative weights, NaN -- raise a ``ValueError`` when given as NumPy arrays
+    (checked after the update, which then adds nothing); inside a compiled
     step they cannot raise, so ``result()`` returns NaN until
     ``reset_state()``.
 

@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from ls_reference import run_python
 
+import keras_ls.metrics as km
 from keras_ls.calibration import (
     bin_edges,
     calibration_bins,
@@ -25,7 +26,7 @@ from keras_ls.metrics import (
     MaximumCalibrationError,
 )
 
-ATOL = 1e-6  # float32 (compensated) accumulators vs the float64 numpy reference
+ATOL = 1e-6  # float32 reading (softmax of float32 logits) and float32 result vs float64
 METRICS = {
     ExpectedCalibrationError: expected_calibration_error,
     MaximumCalibrationError: maximum_calibration_error,
@@ -149,6 +150,10 @@ def test_empty_batch_adds_nothing(cls):
     assert float(m.result()) == before
 
 
+TF_ONLY = pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="TF backend only")
+
+
+@TF_ONLY
 @pytest.mark.parametrize("jit_compile", [False, True])
 def test_inside_tf_function(jit_compile):
     """A plain TF graph gets the uncompiled kernels (bincount, top_k), XLA the static ones."""
@@ -173,7 +178,9 @@ def test_inside_tf_function(jit_compile):
 
 
 def test_float64_agreement_at_scale():
-    """2e5 rows, in one update and in 20: within 1e-6 of the float64 function (float32 state)."""
+    """2e5 rows, in one update and in 20: within 1e-6 of the float64 function (float64 state)."""
+    if km._accumulation_dtype() != "float64":
+        pytest.skip("JAX without jax_enable_x64 has float32 accumulators only")
     labels, _, probs, weights = make_data(seed=4, n=200_000, k=10)
     yt, pt, wt = ops_tensor(labels), ops_tensor(probs), ops_tensor(weights)
     for cls, fn in METRICS.items():
@@ -185,6 +192,12 @@ def test_float64_agreement_at_scale():
             many.update_state(yt[s: s + 10_000], pt[s: s + 10_000], sample_weight=wt[s: s + 10_000])
         assert float(one.result()) == pytest.approx(want, abs=ATOL), cls.__name__
         assert float(many.result()) == pytest.approx(want, abs=ATOL), cls.__name__
+        # float64 sums: the bins of the function, up to the order of float64 additions.
+        classwise = cls is ClasswiseCalibrationError
+        bins = calibration_bins(labels, probs, 15, sample_weight=weights, classwise=classwise)
+        for m in (one, many):
+            for got_v, want_v in zip(m.bins(), bins):
+                np.testing.assert_allclose(got_v, want_v, rtol=1e-10, atol=1e-9)
     # A worst case for float32 sums: 2e5 equal confidences in one bin, one update.
     same = np.tile(np.float32([[0.71, 0.29]]), (200_000, 1))
     m = ExpectedCalibrationError(num_bins=15)
@@ -193,6 +206,32 @@ def test_float64_agreement_at_scale():
     assert m.bins().confidence_sums.sum() == pytest.approx(want, rel=1e-7)  # one rounding
     want = expected_calibration_error(labels % 2, same, 15)
     assert float(m.result()) == pytest.approx(want, abs=ATOL)
+
+
+@TF_ONLY
+def test_xla_reading_of_large_eager_updates(monkeypatch):
+    """Eager TF reads large updates in one XLA kernel: same sums, same host errors."""
+    monkeypatch.setattr(km, "_XLA_MIN_VALUES", 1)  # every update takes that path
+    labels, logits, probs, weights = make_data(seed=6, n=120, k=4)
+    for cls, fn in METRICS.items():
+        for from_logits, w in ((False, None), (True, weights)):
+            m = cls(num_bins=7, from_logits=from_logits)
+            m.update_state(labels, logits if from_logits else probs, sample_weight=w)
+            want = fn(labels, probs, 7, sample_weight=w)
+            assert float(m.result()) == pytest.approx(want, abs=ATOL), cls.__name__
+    yb, zb, _, _ = sigmoid_data(num_labels=3)
+    m = ExpectedCalibrationError(num_bins=7, from_logits=True, multi_label=True)
+    m.update_state(ops_tensor(yb), ops_tensor(zb))
+    want = expected_calibration_error(yb, zb, 7, from_logits=True, multi_label=True)
+    assert float(m.result()) == pytest.approx(want, abs=ATOL)
+    m = ExpectedCalibrationError(num_bins=7)
+    bad = probs.copy()
+    bad[3] = 0.5  # a row that does not sum to 1
+    with pytest.raises(ValueError, match="row 3 sums to 2"):
+        m.update_state(labels, bad)
+    assert m.bins().counts.sum() == 0.0  # nothing was accumulated
+    m.update_state(ops_tensor(labels), ops_tensor(bad))
+    assert np.isnan(float(m.result()))
 
 
 def test_hand_computed_and_lifecycle():
@@ -239,6 +278,13 @@ def test_boundaries_bin_like_numpy():
     m = ExpectedCalibrationError(num_bins=5)
     m.update_state([0, 1], probs)
     np.testing.assert_array_equal(m.bins().counts, calibration_bins([0, 1], probs, 5).counts)
+    # Ties: the first maximum is the prediction (a hit for label 0, a miss for label 2).
+    ties = np.array([[0.2] * 5, [0.2] * 5], dtype=np.float32)
+    m = ExpectedCalibrationError(num_bins=5)
+    m.update_state(ops_tensor(np.array([0, 2])), ops_tensor(ties))
+    want = calibration_bins([0, 2], ties, 5)
+    np.testing.assert_array_equal(m.bins().correct_sums, want.correct_sums)
+    assert want.correct_sums.sum() == 1.0
 
 
 @pytest.mark.parametrize("num_bins", [1, 2, 3, 7, 10, 15, 30, 97, 100, 1000])

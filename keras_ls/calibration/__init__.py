@@ -34,8 +34,9 @@ sample count, the sum of binned probabilities and the number of hits. Bin
 2017); uniform edges are ``i / M`` (:func:`bin_edges`). The measures, the
 :func:`reliability_diagram` and the streaming Keras metrics
 (:class:`keras_ls.ExpectedCalibrationError` and its siblings in
-``keras_ls.metrics``) share that binning rule and turn the per-bin sums into
-measures with the same formulas.
+``keras_ls.metrics``) run the same code for the readings, the binning rule,
+the per-bin sums and the measures (``_formulas``, written against an array
+namespace: numpy here, ``keras.ops`` in the metrics).
 
 This module imports numpy only (matplotlib is imported inside
 :func:`reliability_diagram`): importing it never loads TensorFlow or Keras.

@@ -152,8 +152,21 @@ def check_dense_targets(y_true: Any, num_samples: int, num_classes: int) -> np.n
     return onehot
 
 
+def is_sparse(true_shape: tuple, pred_rank: int, num_classes: int) -> bool:
+    """The one rule of ``keras_ls.calibration`` and ``keras_ls.metrics`` for softmax labels.
+
+    ``y_true`` holds sparse (integer) labels when it has one dimension less than
+    ``y_pred`` (rank ``pred_rank``), or the same rank with a last dimension of 1
+    while there are several classes; otherwise one-hot / soft targets.
+    """
+    rank = len(true_shape)
+    return rank == pred_rank - 1 or (
+        rank == pred_rank and tuple(true_shape[-1:]) == (1,) and num_classes > 1
+    )
+
+
 def _is_sparse(arr: np.ndarray, num_classes: int) -> bool:
-    return arr.ndim == 1 or (arr.ndim == 2 and arr.shape[1] == 1 and num_classes > 1)
+    return is_sparse(arr.shape, 2, num_classes)
 
 
 def _sparse_labels(arr: np.ndarray, num_classes: int) -> np.ndarray:

@@ -8,7 +8,6 @@ import numpy as np
 
 from keras_ls.calibration._checks import (
     BINARY,
-    CLASSWISE,
     MULTI_LABEL,
     TOP_LABEL,
     check_binary_targets,
@@ -21,7 +20,16 @@ from keras_ls.calibration._checks import (
     reading_for,
     validate_num_bins,
 )
-from keras_ls.calibration._formulas import MEASURES, uniform_bin_index, uniform_edge_tables
+from keras_ls.calibration._formulas import (
+    MEASURES,
+    ArrayNamespace,
+    column_ids,
+    read_outputs,
+    scatter_inputs,
+    sums_per_bin,
+    uniform_bin_ids,
+    uniform_edge_tables,
+)
 
 
 class CalibrationBins(NamedTuple):
@@ -89,6 +97,24 @@ def sigmoid(logits: np.ndarray) -> np.ndarray:
     return np.where(logits >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
 
 
+def _top1(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    pred = x.argmax(axis=-1)  # the first maximum wins ties
+    return np.take_along_axis(x, pred[:, None], axis=-1)[:, 0], pred
+
+
+NUMPY = ArrayNamespace(
+    np,
+    top1=_top1,
+    softmax=softmax,
+    sigmoid=sigmoid,
+    to_int=lambda a: np.asarray(a, dtype=np.intp),
+    to_acc=lambda a: np.asarray(a, dtype=np.float64),
+    asarray=lambda a, dtype: np.asarray(a, dtype=dtype),
+    segment_sum=lambda ids, w, length: np.bincount(ids, weights=w, minlength=length),
+)
+"""numpy as the ``xp`` of the shared core (_formulas): float64 sums, ``np.bincount``."""
+
+
 def read_predictions(
     y_true: Any, y_prob: Any, from_logits: bool, multi_label: bool, classwise: bool
 ) -> tuple[np.ndarray, np.ndarray, str]:
@@ -103,18 +129,15 @@ def read_predictions(
     reading = reading_for(k, multi_label=multi_label, classwise=classwise)
     sigmoid_output = reading in (BINARY, MULTI_LABEL)
     if from_logits:
-        probs = (sigmoid if sigmoid_output else softmax)(arr.astype(np.float64))
+        arr = arr.astype(np.float64)
     else:
-        probs = arr
-        check_probabilities(probs, distribution=not sigmoid_output)
+        check_probabilities(arr, distribution=not sigmoid_output)
     if sigmoid_output:
-        return probs, check_binary_targets(y_true, (n, k), reading), reading
-    labels = check_labels(y_true, n, k)
-    if reading == CLASSWISE:
-        return probs, (labels[:, None] == np.arange(k)).astype(np.float64), reading
-    pred = probs.argmax(axis=-1)  # the first maximum wins ties
-    conf = np.take_along_axis(probs, pred[:, None], axis=-1)
-    return conf, (pred == labels).astype(np.float64)[:, None], reading
+        y = check_binary_targets(y_true, (n, k), reading)
+    else:
+        y = check_labels(y_true, n, k)
+    conf, hits = read_outputs(arr, y, reading, from_logits, NUMPY)
+    return conf, np.asarray(hits, dtype=np.float64), reading
 
 
 def binned_sums(
@@ -136,8 +159,7 @@ def binned_sums(
     n, c = conf.shape
     if binning == "uniform":
         interior = np.broadcast_to(bin_edges(num_bins), (c, num_bins - 1))
-        lower, upper = (np.asarray(t, dtype=conf.dtype) for t in uniform_edge_tables(num_bins))
-        idx = uniform_bin_index(conf, num_bins, lower, upper, np, lambda a: a.astype(np.intp))
+        ids = uniform_bin_ids(conf, num_bins, NUMPY)
     else:
         q = np.arange(1, num_bins) / num_bins
         used = conf[weights > 0]
@@ -149,16 +171,9 @@ def binned_sums(
         for j in range(c):
             edges_j = interior[j].astype(conf.dtype)
             idx[:, j] = np.searchsorted(edges_j, conf[:, j], side="left")
-    flat = (np.arange(c) * num_bins + idx).reshape(-1)
-    w = np.broadcast_to(weights[:, None], (n, c)).reshape(-1)
-    length = c * num_bins
-    counts = np.bincount(flat, weights=w, minlength=length)
-    conf_sums = np.bincount(flat, weights=w * conf.reshape(-1).astype(np.float64), minlength=length)
-    hit_sums = np.bincount(flat, weights=w * hits.reshape(-1), minlength=length)
-    bins = CalibrationBins(
-        *(np.asarray(v, dtype=np.float64).reshape(c, num_bins)
-          for v in (counts, conf_sums, hit_sums))
-    )
+        ids = column_ids(idx, num_bins, NUMPY)
+    inputs = scatter_inputs(ids, conf, hits, weights, c * num_bins, NUMPY)
+    bins = CalibrationBins(*sums_per_bin(inputs, c, num_bins, NUMPY))
     zeros, ones = np.zeros((c, 1)), np.ones((c, 1))
     return bins, np.concatenate([zeros, interior, ones], axis=1)
 
