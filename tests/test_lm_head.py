@@ -298,3 +298,92 @@ def test_out_of_range_label_is_an_error():
         linear_smoothed_crossentropy(
             [9], np.zeros((1, 4), "float32"), np.zeros((4, 9), "float32")
         )
+
+
+def _tiny_lm(vocab=40, hidden=16, steps=6):
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((steps,), dtype="int32")
+    emb = keras.layers.Embedding(vocab, hidden)(inp)
+    hid = keras.layers.Dense(hidden, activation="tanh", name="trunk")(emb)
+    head = keras.layers.Dense(vocab, name="lm_head")
+    return inp, hid, head, keras.Model(inp, head(hid))
+
+
+@pytest.mark.slow
+def test_fit_matches_dense_smoothed_ce():
+    """The documented pattern: train a model that outputs the hidden states (tracking the
+    head as an attribute) with LinearSmoothedCE; the same losses as Dense + SmoothedCE, and
+    the inference model (sharing the layers) predicts the same logits."""
+    rng = np.random.default_rng(0)
+    x = rng.integers(1, 40, size=(32, 6))
+    y = np.roll(x, -1, axis=1)
+    y[:, -1] = 0  # padding, ignored
+    _, _, _, unfused = _tiny_lm()
+    unfused.compile(keras.optimizers.SGD(0.5),
+                    keras_ls.SmoothedCE(0.1, from_logits=True, ignore_class=0))
+    want = unfused.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0).history["loss"]
+
+    inp, hid, head, inference = _tiny_lm()
+    train = keras.Model(inp, hid)
+    train.lm_head = head  # tracked: its kernel and bias are trained by fit
+    loss = LinearSmoothedCE(0.1, layer=head, ignore_class=0, chunk_size=5)
+    train.compile(keras.optimizers.SGD(0.5), loss)
+    got = train.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0).history["loss"]
+    np.testing.assert_allclose(got, want, rtol=1e-5)
+    np.testing.assert_allclose(inference.predict(x[:4], verbose=0),
+                               unfused.predict(x[:4], verbose=0), rtol=1e-4, atol=1e-5)
+    loss.label_smoothing = 0.0  # the schedulable factor, read inside the compiled step
+    got = train.evaluate(x, y, batch_size=8, verbose=0)
+    unfused.loss.label_smoothing = 0.0
+    np.testing.assert_allclose(got, unfused.evaluate(x, y, batch_size=8, verbose=0), rtol=1e-5)
+
+
+def test_config_round_trip_and_missing_head():
+    loss = LinearSmoothedCE(0.2, kernel=keras.Variable(np.zeros((4, 9), "float32")),
+                            ignore_class=-1, z_loss=1e-4, logit_soft_cap=30.0)
+    config = loss.get_config()
+    clone = LinearSmoothedCE.from_config(config)
+    assert clone.get_config() == config
+    with pytest.raises(ValueError, match="has no head"):
+        clone(np.zeros((3,), "int32"), np.zeros((3, 4), "float32"))
+    with pytest.raises(ValueError, match="exactly one of `layer`"):
+        LinearSmoothedCE(layer=keras.layers.Dense(3), kernel=keras.Variable(np.zeros((2, 3))))
+
+
+@pytest.mark.slow
+def test_keras_hub_gpt2_trains_through_fused_loss():
+    """A tiny GPT-2 from config (no download): the backbone outputs the hidden states and
+    owns the tied embedding; fit through LinearSmoothedCE equals GPT2CausalLM + SmoothedCE,
+    and a GPT2CausalLM on the same backbone still predicts logits and generates tokens."""
+    keras_hub = pytest.importorskip("keras_hub")
+    vocab, steps = 64, 8
+    rng = np.random.default_rng(0)
+    tokens = rng.integers(1, vocab, size=(16, steps + 1)).astype("int32")
+    x = {"token_ids": tokens[:, :-1], "padding_mask": np.ones((16, steps), bool)}
+    y = tokens[:, 1:]
+
+    def backbone():
+        keras.utils.set_random_seed(0)
+        return keras_hub.models.GPT2Backbone(
+            vocabulary_size=vocab, num_layers=1, num_heads=2, hidden_dim=16,
+            intermediate_dim=32, max_sequence_length=steps + 4, dropout=0.0,
+        )
+
+    unfused = keras_hub.models.GPT2CausalLM(backbone=backbone(), preprocessor=None)
+    unfused.compile(optimizer=keras.optimizers.SGD(0.1),
+                    loss=keras_ls.SmoothedCE(0.1, from_logits=True))
+    want = unfused.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0).history["loss"]
+
+    fused = backbone()
+    fused.compile(optimizer=keras.optimizers.SGD(0.1),
+                  loss=LinearSmoothedCE(0.1, layer=fused.token_embedding))
+    got = fused.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0).history["loss"]
+    np.testing.assert_allclose(got, want, rtol=1e-5)
+
+    lm = keras_hub.models.GPT2CausalLM(backbone=fused, preprocessor=None)
+    lm.compile(sampler="greedy")
+    np.testing.assert_allclose(lm.predict(x, verbose=0), unfused.predict(x, verbose=0),
+                               rtol=1e-4, atol=1e-5)
+    prompt = {"token_ids": x["token_ids"][:2], "padding_mask": np.arange(steps)[None] < [[3], [3]]}
+    out = lm.generate(prompt, max_length=steps, stop_token_ids=None)
+    assert np.asarray(out["token_ids"]).shape == (2, steps)
