@@ -105,10 +105,15 @@ def problem(rng, n=(3, 13), hidden=16, vocab=50, scale=1.0, dtype="float32"):
 
 
 def check(rng, *, a=0.1, ignore=None, transpose=False, cap=None, z_loss=0.0, chunk=7,
-          bias=True, rtol=2e-5, atol=2e-6, **shape):
+          bias=True, mean=False, rtol=2e-5, atol=2e-6, **shape):
+    """``mean``: the upstream gradient of a masked mean (the gradients computed in the
+    forward sweep and scaled); otherwise random per-token weights (the recomputing sweep)."""
     y, h, w, b, g = problem(rng, **shape)
     if ignore is not None:
         y[0, :4] = ignore
+    if mean:
+        valid = np.ones(y.shape) if ignore is None else (y != ignore).astype(float)
+        g = (valid / valid.sum()).astype("float32")
     if not bias:
         b = None
     if transpose:
@@ -129,22 +134,24 @@ def check(rng, *, a=0.1, ignore=None, transpose=False, cap=None, z_loss=0.0, chu
         np.testing.assert_allclose(db, ref[3], rtol=rtol, atol=atol)
 
 
+@pytest.mark.parametrize("mean", [False, True], ids=["weights", "mean"])
 @pytest.mark.parametrize("a", [0.0, 0.1, 1.0])
 @pytest.mark.parametrize("chunk", [1, 7, 64])  # 39 tokens: a ragged last chunk, one chunk
-def test_values_and_gradients(a, chunk):
-    check(np.random.default_rng(1), a=a, chunk=chunk)
+def test_values_and_gradients(a, chunk, mean):
+    check(np.random.default_rng(1), a=a, chunk=chunk, mean=mean)
 
 
 @pytest.mark.parametrize(
     "options",
     [
         dict(ignore=0),
+        dict(ignore=0, mean=True),
         dict(ignore=-100),
         dict(transpose=True, bias=False),
         dict(cap=3.0, z_loss=1e-2),
         dict(chunk=None, vocab=300),
     ],
-    ids=["ignore0", "ignore-100", "transposed", "softcap_zloss", "default_chunk"],
+    ids=["ignore0", "ignore0_mean", "ignore-100", "transposed", "softcap_zloss", "default_chunk"],
 )
 def test_options(options):
     check(np.random.default_rng(2), **options)

@@ -10,13 +10,13 @@ it into ``dh_c = dz W^T``, ``dW += h_c^T dz``, ``db += sum(dz)``. Only one chunk
 (and their gradient) ever exist, so the peak memory beyond the inputs and the returned
 gradients is a few ``chunk x V`` float32 buffers instead of the ``N x V`` logits.
 
-Two entry points per backend:
-
-- ``per_token(h, W, b, y, a, options)``: the per-token loss, differentiable for any
-  upstream gradient (backward recomputes every chunk's logits: 4 matmuls instead of 3).
-- ``weighted_sum(h, W, b, y, a, w, options)``: ``sum(w * loss)`` for weights known in the
-  forward pass (a Keras reduction's), with the gradients computed in the forward sweep and
-  scaled in backward (3 matmuls, as the unfused head); also returns the per-token loss.
+The backward pass needs the upstream gradient ``g``, unknown in the forward pass; but a
+Keras reduction (a mean, a masked mean over the non-ignored tokens) makes ``g = c u`` with
+``u`` the valid-token mask, known in the forward pass. So the forward sweep also computes
+the gradients for ``u`` (3 matmuls, as the unfused head), and backward scales them by ``c``;
+an upstream gradient not proportional to ``u`` (sample weights) gets a second sweep that
+recomputes the logits (2 more matmuls). Without a gradient (JAX primal, torch no_grad, TF
+without a recording tape) the forward sweep computes the loss only.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from typing import Any
 
 import keras
 
-__all__ = ["HeadOptions", "default_chunk", "linear_head_crossentropy", "weighted_head_sum"]
+__all__ = ["HeadOptions", "default_chunk", "linear_head_crossentropy"]
 
 #: Bytes of one chunk's float32 logits when ``chunk_size`` is not given: the chunk loop
 #: holds about three such buffers (logits, exp / log-probabilities, their gradient).
@@ -67,15 +67,10 @@ def _impl() -> Any:
     return impl
 
 
-def linear_head_crossentropy(h: Any, w: Any, b: Any, y: Any, a: Any, options: HeadOptions) -> Any:
+def linear_head_crossentropy(
+    h: Any, w: Any, b: Any, y: Any, a: Any, u: Any, options: HeadOptions
+) -> Any:
     """Per-token loss of ``(N, H)`` hidden ``h``, kernel ``w``, bias ``b`` (or None), labels
-    ``y`` (``(N,)`` int in ``[0, V)``), factor ``a``; float32 (float64 for float64 inputs)."""
-    return _impl().per_token(h, w, b, y, a, options)
-
-
-def weighted_head_sum(
-    h: Any, w: Any, b: Any, y: Any, a: Any, weights: Any, options: HeadOptions
-) -> tuple[Any, Any]:
-    """``(sum(weights * loss), loss)``; only the sum is differentiable (gradients computed in
-    the forward sweep for these weights)."""
-    return _impl().weighted_sum(h, w, b, y, a, weights, options)
+    ``y`` (``(N,)`` int in ``[0, V)``), factor ``a``; ``u`` ``(N,)`` is the expected direction
+    of the upstream gradient (the valid-token mask). Float32 (float64 for float64 inputs)."""
+    return _impl().per_token(h, w, b, y, a, u, options)

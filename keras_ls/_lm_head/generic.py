@@ -15,7 +15,7 @@ from keras_ls._backend.common import compute_dtype_name
 from keras_ls._lm_head import HeadOptions
 
 
-def per_token(h: Any, w: Any, b: Any, y: Any, a: Any, opt: HeadOptions) -> Any:
+def per_token(h: Any, w: Any, b: Any, y: Any, a: Any, u: Any, opt: HeadOptions) -> Any:
     """See :func:`keras_ls._lm_head.linear_head_crossentropy`."""
     compute = compute_dtype_name(str(ops.convert_to_tensor(h).dtype).split(".")[-1])
     z = ops.matmul(h, ops.transpose(w) if opt.transpose else w)
@@ -26,9 +26,3 @@ def per_token(h: Any, w: Any, b: Any, y: Any, a: Any, opt: HeadOptions) -> Any:
     if opt.z_loss:
         loss = loss + opt.z_loss * ops.square(ops.logsumexp(z, axis=-1))
     return loss
-
-
-def weighted_sum(h: Any, w: Any, b: Any, y: Any, a: Any, weights: Any, opt: HeadOptions) -> tuple:
-    """See :func:`keras_ls._lm_head.weighted_head_sum`."""
-    loss = per_token(h, w, b, y, a, opt)
-    return ops.sum(loss * ops.cast(weights, loss.dtype)), loss

@@ -81,62 +81,48 @@ def _sweep(h, w, b, y, a, g, opt: HeadOptions):
     return loss.reshape(-1)[:n], dh, dw.astype(w.dtype), db
 
 
+def _proportional(g: jax.Array, u: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """``(c, ok)``: the least-squares ``c`` in ``g ~ c u`` and whether it fits to 1e-6."""
+    c = jnp.vdot(g, u) / jnp.maximum(jnp.vdot(u, u), jnp.finfo(g.dtype).tiny)
+    return c, jnp.all(jnp.abs(g - c * u) <= 1e-6 * jnp.max(jnp.abs(g)))
+
+
 @functools.lru_cache(maxsize=64)
 def _per_token(opt: HeadOptions) -> Any:
     @jax.custom_vjp
-    def f(h, w, b, y, a):
+    def f(h, w, b, y, a, u):
         return _sweep(h, w, b, y, a, None, opt)[0]
 
-    def fwd(h, w, b, y, a):
-        return _sweep(h, w, b, y, a, None, opt)[0], (h, w, b, y, a)
+    def fwd(h, w, b, y, a, u):
+        # The gradients for the expected upstream gradient u, in the same sweep (3 matmuls).
+        loss, dh, dw, db = _sweep(h, w, b, y, a, u, opt)
+        return loss, (h, w, b, y, a, u, dh, dw, db)
 
     def bwd(res, g):
-        h, w, b, y, a = res
-        _, dh, dw, db = _sweep(h, w, b, y, a, g, opt)
-        return dh, dw, db, None, None  # labels and the factor: never differentiated
+        h, w, b, y, a, u, dh, dw, db = res
+        c, ok = _proportional(g.astype(u.dtype), u)
+
+        def scale(x):
+            return None if x is None else (x * c).astype(x.dtype)
+
+        def reuse():
+            return scale(dh), scale(dw), scale(db)
+
+        def recompute():  # any other upstream gradient (e.g. sample weights): 2 more matmuls
+            return _sweep(h, w, b, y, a, g, opt)[1:]
+
+        dh, dw, db = jax.lax.cond(ok, reuse, recompute)
+        return dh, dw, db, None, None, None  # labels, factor, u: never differentiated
 
     f.defvjp(fwd, bwd)
     return f
 
 
-@functools.lru_cache(maxsize=64)
-def _weighted(opt: HeadOptions) -> Any:
-    @jax.custom_vjp
-    def f(h, w, b, y, a, weights):
-        loss = _sweep(h, w, b, y, a, None, opt)[0]
-        return jnp.sum(loss * weights), loss
-
-    def fwd(h, w, b, y, a, weights):
-        loss, dh, dw, db = _sweep(h, w, b, y, a, weights, opt)
-        return (jnp.sum(loss * weights), loss), (dh, dw, db)
-
-    def bwd(res, g):
-        dh, dw, db = res
-        g_sum = g[0]  # the per-token output is returned under stop_gradient
-        scale = lambda x: None if x is None else (x * g_sum).astype(x.dtype)  # noqa: E731
-        return scale(dh), scale(dw), scale(db), None, None, None
-
-    f.defvjp(fwd, bwd)
-    return f
-
-
-def _prepare(h, w, b, y, a):
+def per_token(h, w, b, y, a, u, opt: HeadOptions) -> jax.Array:
+    """See :func:`keras_ls._lm_head.linear_head_crossentropy`."""
     h = jnp.asarray(h)
     compute = compute_dtype_name(jnp.dtype(h.dtype).name)
     a = jax.lax.stop_gradient(jnp.asarray(a, compute))
     b = None if b is None else jnp.asarray(b)
-    return h, jnp.asarray(w), b, jnp.asarray(y).astype(jnp.int32), a
-
-
-def per_token(h, w, b, y, a, opt: HeadOptions) -> jax.Array:
-    """See :func:`keras_ls._lm_head.linear_head_crossentropy`."""
-    return _per_token(opt)(*_prepare(h, w, b, y, a))
-
-
-def weighted_sum(h, w, b, y, a, weights, opt: HeadOptions) -> tuple:
-    """See :func:`keras_ls._lm_head.weighted_head_sum`."""
-    h, w, b, y, a = _prepare(h, w, b, y, a)
-    compute = compute_dtype_name(jnp.dtype(h.dtype).name)
-    weights = jax.lax.stop_gradient(jnp.asarray(weights, compute))
-    total, loss = _weighted(opt)(h, w, b, y, a, weights)
-    return total, jax.lax.stop_gradient(loss)
+    u = jax.lax.stop_gradient(jnp.asarray(u, compute))
+    return _per_token(opt)(h, jnp.asarray(w), b, jnp.asarray(y).astype(jnp.int32), a, u)

@@ -95,49 +95,53 @@ def _sweep(h, w, b, y, a, g, opt: HeadOptions):
     return loss, dh, tf.cast(dw, w_dtype), None if b is None else tf.cast(db, b_dtype)
 
 
-def _prepare(h, w, b, y, a):
+def _recording(tensors: list) -> bool:
+    """Whether a gradient tape records these tensors (TF's own check; private, so where it
+    has moved the answer is True: the gradients are computed in any case)."""
+    try:
+        from tensorflow.python.eager import record
+
+        return bool(record.should_record_backprop(tensors))
+    except Exception:  # noqa: BLE001 - private API moved
+        return True
+
+
+def per_token(h, w, b, y, a, u, opt: HeadOptions) -> tf.Tensor:
+    """See :func:`keras_ls._lm_head.linear_head_crossentropy`."""
     h = tf.convert_to_tensor(h)
     compute = compute_dtype_name(h.dtype.name)
     a = tf.stop_gradient(tf.cast(tf.convert_to_tensor(a, dtype_hint=compute), compute))
+    u = tf.stop_gradient(tf.cast(u, compute))
+    w = tf.convert_to_tensor(w)
     b = None if b is None else tf.convert_to_tensor(b)
-    return h, tf.convert_to_tensor(w), b, tf.cast(y, tf.int32), a
-
-
-def per_token(h, w, b, y, a, opt: HeadOptions) -> tf.Tensor:
-    """See :func:`keras_ls._lm_head.linear_head_crossentropy`."""
-    h, w, b, y, a = _prepare(h, w, b, y, a)
+    y = tf.cast(y, tf.int32)
+    params = [h, w] if b is None else [h, w, b]
+    if not _recording(params):
+        return _sweep(h, w, b, y, a, None, opt)[0]
 
     @tf.custom_gradient
     def f(*params):
-        h, w, *bias = params
+        # stop_gradient: the outer tape must not try to differentiate the loop (under XLA
+        # it would reach the kernel's forward ops); grad below is the gradient.
+        h, w, *bias = [tf.stop_gradient(p) for p in params]
         bias = bias[0] if bias else None
-        loss = _sweep(h, w, bias, y, a, None, opt)[0]
+        # The gradients for the expected upstream gradient u, in the same sweep (3 matmuls).
+        loss, dh, dw, db = _sweep(h, w, bias, y, a, u, opt)
 
         def grad(g):
-            _, dh, dw, db = _sweep(h, w, bias, y, a, g, opt)
-            return (dh, dw) if bias is None else (dh, dw, db)
+            g = tf.cast(g, u.dtype)
+            c = tf.math.divide_no_nan(tf.tensordot(g, u, 1), tf.tensordot(u, u, 1))
+            ok = tf.reduce_all(tf.abs(g - c * u) <= 1e-6 * tf.reduce_max(tf.abs(g)))
+
+            def reuse():
+                return [x * tf.cast(c, x.dtype) for x in (dh, dw, db) if x is not None]
+
+            def recompute():  # any other upstream gradient (e.g. sample weights)
+                grads = _sweep(h, w, bias, y, a, g, opt)[1:]
+                return [x for x in grads if x is not None]
+
+            return tuple(tf.cond(ok, reuse, recompute))
 
         return loss, grad
 
-    return f(h, w) if b is None else f(h, w, b)
-
-
-def weighted_sum(h, w, b, y, a, weights, opt: HeadOptions) -> tuple:
-    """See :func:`keras_ls._lm_head.weighted_head_sum`."""
-    h, w, b, y, a = _prepare(h, w, b, y, a)
-    weights = tf.stop_gradient(tf.cast(weights, compute_dtype_name(h.dtype.name)))
-    out = {}
-
-    @tf.custom_gradient
-    def f(*params):
-        h, w, *bias = params
-        loss, dh, dw, db = _sweep(h, w, bias[0] if bias else None, y, a, weights, opt)
-        out["loss"] = loss
-
-        def grad(g):
-            return tuple(x * tf.cast(g, x.dtype) for x in (dh, dw, db) if x is not None)
-
-        return tf.reduce_sum(loss * weights), grad
-
-    total = f(h, w) if b is None else f(h, w, b)
-    return total, tf.stop_gradient(out["loss"])
+    return f(*params)

@@ -83,57 +83,42 @@ def _sweep(h, w, b, y, a, g, opt: HeadOptions):
 
 class _PerToken(torch.autograd.Function):
     @staticmethod
-    def forward(ctx: Any, h, w, b, y, a, opt) -> Any:
-        ctx.save_for_backward(h, w, b, y, a)
+    def forward(ctx: Any, h, w, b, y, a, u, opt) -> Any:
         ctx.opt = opt
-        return _sweep(h, w, b, y, a, None, opt)[0]
+        if not any(ctx.needs_input_grad[:3]):
+            ctx.save_for_backward(h, w, b, y, a, u)
+            return _sweep(h, w, b, y, a, None, opt)[0]
+        # The gradients for the expected upstream gradient u, in the same sweep (3 matmuls).
+        loss, dh, dw, db = _sweep(h, w, b, y, a, u, opt)
+        ctx.save_for_backward(h, w, b, y, a, u, dh, dw, db)
+        return loss
 
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, g: torch.Tensor) -> Any:
-        h, w, b, y, a = ctx.saved_tensors
-        _, dh, dw, db = _sweep(h, w, b, y, a, g, ctx.opt)
-        return dh, dw, db, None, None, None
+        h, w, b, y, a, u, *grads = ctx.saved_tensors
+        g = g.to(u.dtype)
+        c = torch.dot(g, u) / torch.dot(u, u).clamp(min=torch.finfo(u.dtype).tiny)
+        if grads and bool(((g - c * u).abs() <= 1e-6 * g.abs().max()).all()):
+            in_place = kernel._may_overwrite_saved()  # not when the graph is kept
+
+            def scale(x):
+                if x is None:
+                    return None
+                return x.mul_(c.to(x.dtype)) if in_place else x * c.to(x.dtype)
+
+            dh, dw, db = (scale(x) for x in grads)
+        else:  # any other upstream gradient (e.g. sample weights): 2 more matmuls
+            _, dh, dw, db = _sweep(h, w, b, y, a, g, ctx.opt)
+        return dh, dw, db, None, None, None, None
 
 
-class _Weighted(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx: Any, h, w, b, y, a, weights, opt) -> Any:
-        loss, dh, dw, db = _sweep(h, w, b, y, a, weights, opt)
-        ctx.save_for_backward(dh, dw, db)
-        ctx.mark_non_differentiable(loss)
-        return torch.dot(loss, weights.to(loss.dtype)), loss
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx: Any, g_sum: torch.Tensor, g_loss: Any) -> Any:
-        dh, dw, db = ctx.saved_tensors
-
-        in_place = kernel._may_overwrite_saved()  # not when the graph is kept (retain_graph)
-
-        def scale(x):
-            if x is None:
-                return None
-            return x.mul_(g_sum.to(x.dtype)) if in_place else x * g_sum.to(x.dtype)
-
-        return scale(dh), scale(dw), scale(db), None, None, None, None
-
-
-def _prepare(h, w, b, y, a):
+def per_token(h, w, b, y, a, u, opt: HeadOptions) -> torch.Tensor:
+    """See :func:`keras_ls._lm_head.linear_head_crossentropy`."""
     h = torch.as_tensor(h)
     compute = getattr(torch, compute_dtype_name(str(h.dtype).split(".")[-1]))
     a = torch.as_tensor(a, dtype=compute, device=h.device).detach()
+    u = torch.as_tensor(u, dtype=compute, device=h.device).detach()
     y = torch.as_tensor(y, device=h.device).long()
-    return h, torch.as_tensor(w), None if b is None else torch.as_tensor(b), y, a
-
-
-def per_token(h, w, b, y, a, opt: HeadOptions) -> torch.Tensor:
-    """See :func:`keras_ls._lm_head.linear_head_crossentropy`."""
-    return _PerToken.apply(*_prepare(h, w, b, y, a), opt)
-
-
-def weighted_sum(h, w, b, y, a, weights, opt: HeadOptions) -> tuple:
-    """See :func:`keras_ls._lm_head.weighted_head_sum`."""
-    h, w, b, y, a = _prepare(h, w, b, y, a)
-    weights = torch.as_tensor(weights, device=h.device).detach()
-    return _Weighted.apply(h, w, b, y, a, weights, opt)
+    b = None if b is None else torch.as_tensor(b)
+    return _PerToken.apply(h, torch.as_tensor(w), b, y, a, u, opt)

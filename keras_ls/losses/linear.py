@@ -105,12 +105,19 @@ def linear_smoothed_crossentropy(
         bias = ops.cast(bias, hidden.dtype) if bias.dtype != hidden.dtype else bias
     labels = _labels(y_true, hidden, vocab, ignore_class)
     options = _options(hidden, vocab, chunk_size, transpose_kernel, logit_soft_cap, z_loss, bias)
+    # The expected upstream gradient's direction: a (masked) mean weighs the valid tokens.
+    expected = (
+        ops.ones(ops.shape(labels.labels), "float32")
+        if labels.valid is None
+        else ops.cast(labels.valid, "float32")
+    )
     flat = _lm_head.linear_head_crossentropy(
         ops.reshape(hidden, (-1, size)),
         kernel,
         bias,
         ops.reshape(labels.labels, (-1,)),
         ops.cast(label_smoothing, "float32"),
+        ops.reshape(expected, (-1,)),
         options,
     )
     return labels.finish(ops.reshape(flat, ops.shape(labels.labels)))
