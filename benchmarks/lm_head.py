@@ -6,6 +6,7 @@ fwd+bwd of the mean loss with the gradients of the hidden states, kernel and bia
 - ``keras_scce``: ``h @ W + b`` then ``keras.losses.SparseCategoricalCrossentropy`` (no smoothing)
 - ``dense_smoothed``: ``h @ W + b`` then ``keras_ls.SmoothedCE(0.1)`` (the unfused baseline)
 - ``fused``: ``keras_ls.losses.LinearSmoothedCE(0.1, kernel=W, bias=b)`` on ``h``
+  (default chunk: 16 MiB of float32 logits); ``fused_4x``: ``chunk_size`` 4x the default
 - torch only: ``F.linear_cross_entropy`` at ``label_smoothing`` 0 and 0.1, without and with
   ``options=LinearCrossEntropyOptions()`` (its chunked path)
 
@@ -30,12 +31,13 @@ import sys
 import time
 
 VARIANTS = {
-    "tensorflow": ["keras_scce", "dense_smoothed", "fused"],
-    "jax": ["keras_scce", "dense_smoothed", "fused"],
+    "tensorflow": ["keras_scce", "dense_smoothed", "fused", "fused_4x"],
+    "jax": ["keras_scce", "dense_smoothed", "fused", "fused_4x"],
     "torch": [
         "keras_scce",
         "dense_smoothed",
         "fused",
+        "fused_4x",
         "torch_lce_a0",
         "torch_lce_a0.1",
         "torch_lce_chunked_a0",
@@ -64,6 +66,7 @@ def worker(backend: str, variant: str, n: int, hidden: int, vocab: int, repeats:
     import numpy as np
 
     import keras_ls
+    from keras_ls._lm_head import default_chunk
 
     rng = np.random.default_rng(0)
     h = rng.normal(size=(n, hidden)).astype("float32")
@@ -72,8 +75,9 @@ def worker(backend: str, variant: str, n: int, hidden: int, vocab: int, repeats:
     y = rng.integers(0, vocab, size=(n,)).astype("int32")
 
     def loss_of(h, w, b):
-        if variant == "fused":
-            return keras_ls.losses.LinearSmoothedCE(A, kernel=w, bias=b)(y, h)
+        if variant.startswith("fused"):
+            chunk = 4 * default_chunk(n, vocab) if variant == "fused_4x" else None
+            return keras_ls.losses.LinearSmoothedCE(A, kernel=w, bias=b, chunk_size=chunk)(y, h)
         z = keras.ops.matmul(h, w) + b
         if variant == "keras_scce":
             return keras.losses.SparseCategoricalCrossentropy(from_logits=True)(y, z)
