@@ -74,14 +74,18 @@ def worker(backend: str, variant: str, n: int, hidden: int, vocab: int, repeats:
     b = np.zeros((vocab,), "float32")
     y = rng.integers(0, vocab, size=(n,)).astype("int32")
 
+    # The loss objects are made once, outside any traced function (they hold variables).
+    chunk = 4 * default_chunk(n, vocab) if variant == "fused_4x" else None
+    fused = keras_ls.losses.LinearSmoothedCE(A, chunk_size=chunk)
+    scce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    smoothed = keras_ls.SmoothedCE(A, from_logits=True)
+
     def loss_of(h, w, b):
         if variant.startswith("fused"):
-            chunk = 4 * default_chunk(n, vocab) if variant == "fused_4x" else None
-            return keras_ls.losses.LinearSmoothedCE(A, kernel=w, bias=b, chunk_size=chunk)(y, h)
+            fused.set_head(kernel=w, bias=b)
+            return fused(y, h)
         z = keras.ops.matmul(h, w) + b
-        if variant == "keras_scce":
-            return keras.losses.SparseCategoricalCrossentropy(from_logits=True)(y, z)
-        return keras_ls.SmoothedCE(A, from_logits=True)(y, z)
+        return (scce if variant == "keras_scce" else smoothed)(y, z)
 
     extra = {}
     if backend == "jax":
