@@ -1,6 +1,7 @@
 """LM head + cross-entropy: fused and chunked (keras-ls) against the unfused Keras head.
 
-For each backend (TensorFlow graph, JAX jit, torch eager) and each (tokens, H, V), one
+For each backend (TensorFlow graph, TensorFlow XLA -- what Keras' ``fit`` uses on TF by
+default --, JAX jit, torch eager) and each (tokens, H, V), one
 fwd+bwd of the mean loss with the gradients of the hidden states, kernel and bias:
 
 - ``keras_scce``: ``h @ W + b`` then ``keras.losses.SparseCategoricalCrossentropy`` (no smoothing)
@@ -11,7 +12,8 @@ fwd+bwd of the mean loss with the gradients of the hidden states, kernel and bia
   ``options=LinearCrossEntropyOptions()`` (its chunked path)
 
 Each (backend, shape, variant) runs in a fresh process: inputs are made and the step traced
-(JAX: compiled), the process' peak RSS is reset (``/proc/self/clear_refs``), one step runs,
+(JAX: compiled; TF XLA compiles at the first call, so its peak includes compilation: an
+upper bound), the process' peak RSS is reset (``/proc/self/clear_refs``), one step runs,
 and the growth of the peak RSS over the RSS before it is the step's peak memory (the
 returned gradients included; the table also subtracts them). Then ``--repeats`` timed
 steps; the time is their median. JAX also reports XLA's ``memory_analysis`` temp bytes.
@@ -32,6 +34,7 @@ import time
 
 VARIANTS = {
     "tensorflow": ["keras_scce", "dense_smoothed", "fused", "fused_4x"],
+    "tensorflow-xla": ["keras_scce", "dense_smoothed", "fused", "fused_4x"],
     "jax": ["keras_scce", "dense_smoothed", "fused", "fused_4x"],
     "torch": [
         "keras_scce",
@@ -61,6 +64,8 @@ def _reset_peak() -> None:
 
 
 def worker(backend: str, variant: str, n: int, hidden: int, vocab: int, repeats: int) -> dict:
+    xla = backend == "tensorflow-xla"
+    backend = "tensorflow" if xla else backend
     os.environ["KERAS_BACKEND"] = backend
     import keras
     import numpy as np
@@ -105,7 +110,7 @@ def worker(backend: str, variant: str, n: int, hidden: int, vocab: int, repeats:
 
         args = [tf.Variable(x) for x in (h, w, b)]
 
-        @tf.function
+        @tf.function(jit_compile=xla)
         def step():
             with tf.GradientTape() as tape:
                 loss = loss_of(*args)
@@ -116,6 +121,9 @@ def worker(backend: str, variant: str, n: int, hidden: int, vocab: int, repeats:
         def run():
             loss, grads = step()
             loss.numpy()
+
+        # XLA compiles at the first call, inside the measured step: the TF-XLA peak is an
+        # upper bound (a warm-up call first would hide the step's buffers in TF's allocator).
 
     else:
         import torch
@@ -172,7 +180,7 @@ def cpu_model() -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shapes", default="4096x256x32000,1024x256x128000")
-    parser.add_argument("--backends", default="tensorflow,jax,torch")
+    parser.add_argument("--backends", default="tensorflow,tensorflow-xla,jax,torch")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--worker", nargs=2, metavar=("BACKEND", "VARIANT"))
     parser.add_argument("--json", help="also write the results here")
@@ -189,7 +197,7 @@ def main() -> None:
         n, hidden, vocab = shape
         print(f"\n(tokens, H, V) = {shape}: float32 logits {4 * n * vocab / 2**20:.0f} MB")
         print(
-            f"{'backend':<11}{'variant':<24}{'time s':>8}{'x dense':>9}{'peak MB':>9}"
+            f"{'backend':<15}{'variant':<24}{'time s':>8}{'x dense':>9}{'peak MB':>9}"
             f"{'-grads MB':>10}{'/logits':>9}  notes"
         )
         for backend in args.backends.split(","):
@@ -197,11 +205,12 @@ def main() -> None:
             for variant in VARIANTS[backend]:
                 cmd = [sys.executable, __file__, "--worker", backend, variant]
                 cmd += ["--shapes", "x".join(map(str, shape)), "--repeats", str(args.repeats)]
-                env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", KERAS_BACKEND=backend)
+                keras_backend = backend.split("-")[0]
+                env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", KERAS_BACKEND=keras_backend)
                 out = subprocess.run(cmd, capture_output=True, text=True, env=env)
                 lines = [x for x in out.stdout.splitlines() if x.startswith("RESULT ")]
                 if not lines:
-                    print(f"{backend:<11}{variant:<24} FAILED: {out.stderr.strip()[-300:]}")
+                    print(f"{backend:<15}{variant:<24} FAILED: {out.stderr.strip()[-300:]}")
                     continue
                 r = json.loads(lines[-1][len("RESULT ") :])
                 if variant == "dense_smoothed":
@@ -213,7 +222,7 @@ def main() -> None:
                     notes.append(f"XLA temp {r['xla_temp_mb']:.0f} MB")
                 notes += [f"warns: {m}" for m in r["warnings"] if "ignored" in m.lower()]
                 print(
-                    f"{backend:<11}{variant:<24}{r['time_s']:>8.3f}{ratio:>9.2f}"
+                    f"{backend:<15}{variant:<24}{r['time_s']:>8.3f}{ratio:>9.2f}"
                     f"{r['peak_mb']:>9.0f}{net:>10.0f}{net / r['logits_mb']:>9.2f}  "
                     + "; ".join(notes)
                 )
