@@ -394,3 +394,29 @@ def test_keras_hub_gpt2_trains_through_fused_loss():
     prompt = {"token_ids": x["token_ids"][:2], "padding_mask": np.arange(steps)[None] < [[3], [3]]}
     out = lm.generate(prompt, max_length=steps, stop_token_ids=None)
     assert np.asarray(out["token_ids"]).shape == (2, steps)
+
+
+def test_keras_hub_gemma2_soft_cap_is_read_from_the_embedding():
+    """A tiny Gemma-2-style backbone (final_logit_soft_cap): ``layer=token_embedding`` takes
+    the tied matrix and the cap, so the fused loss equals SmoothedCE on the CausalLM's logits."""
+    keras_hub = pytest.importorskip("keras_hub")
+    vocab, steps = 64, 8
+    rng = np.random.default_rng(0)
+    tokens = rng.integers(1, vocab, size=(4, steps + 1)).astype("int32")
+    x = {"token_ids": tokens[:, :-1], "padding_mask": np.ones((4, steps), bool)}
+    y = tokens[:, 1:]
+    keras.utils.set_random_seed(0)
+    backbone = keras_hub.models.GemmaBackbone(
+        vocabulary_size=vocab, num_layers=1, num_query_heads=2, num_key_value_heads=1,
+        hidden_dim=16, intermediate_dim=32, head_dim=8, final_logit_soft_cap=3.0,
+        attention_logit_soft_cap=50.0, use_post_ffw_norm=True, use_post_attention_norm=True,
+        query_head_dim_normalize=False, use_sliding_window_attention=False,
+    )
+    logits = keras_hub.models.GemmaCausalLM(backbone=backbone, preprocessor=None).predict(
+        x, verbose=0
+    )
+    want = keras_ls.losses.smoothed_crossentropy(y, logits, 0.1, from_logits=True)
+    hidden = backbone.predict(x, verbose=0)
+    got = LinearSmoothedCE(0.1, layer=backbone.token_embedding, reduction=None)(y, hidden)
+    np.testing.assert_allclose(ops.convert_to_numpy(got), ops.convert_to_numpy(want),
+                               rtol=2e-5, atol=2e-6)
