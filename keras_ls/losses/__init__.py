@@ -16,6 +16,8 @@ invalid labels).
 ``dice``                          ``SmoothedDice``, ``smoothed_dice``
 ``online``                        ``OnlineSmoothedCE``, ``OnlineSoftTargets``,
                                   ``online_smoothed_crossentropy``
+``linear``                        ``LinearSmoothedCE``, ``linear_smoothed_crossentropy``
+                                  (LM head fused with the loss, in chunks)
 ================================  ==========================================
 """
 
@@ -31,6 +33,7 @@ from keras_ls.losses.crossentropy import (
     smoothed_crossentropy,
 )
 from keras_ls.losses.dice import SmoothedDice, smoothed_dice
+from keras_ls.losses.linear import LinearSmoothedCE, linear_smoothed_crossentropy
 from keras_ls.losses.online import (
     MAX_CLASSES,
     OnlineSmoothedCE,
@@ -42,6 +45,7 @@ from keras_ls.losses.online import (
 __all__ = [
     "MAX_CLASSES",
     "ConfidencePenaltyCE",
+    "LinearSmoothedCE",
     "OnlineSmoothedCE",
     "OnlineSoftTargets",
     "SchedulableLoss",
@@ -50,6 +54,7 @@ __all__ = [
     "SmoothedDice",
     "confidence_penalty_crossentropy",
     "initial_soft_targets",
+    "linear_smoothed_crossentropy",
     "online_smoothed_crossentropy",
     "smoothed_binary_crossentropy",
     "smoothed_crossentropy",
