@@ -28,6 +28,7 @@ _LAZY = {
     "ConfidencePenaltyCE": "keras_ls.losses",
     "SmoothedDice": "keras_ls.losses",
     "OnlineSmoothedCE": "keras_ls.losses",
+    "LinearSmoothedCE": "keras_ls.losses",
     "SmoothingScheduler": "keras_ls.callbacks",
     "OnlineLabelSmoothing": "keras_ls.callbacks",
     "ExpectedCalibrationError": "keras_ls.metrics",
