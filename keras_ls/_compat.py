@@ -127,6 +127,21 @@ def tf_in_xla_context(default: bool) -> bool:
         return default
 
 
+def tf_recording(tensors: list) -> bool:
+    """Whether a gradient tape records these tensors.
+
+    ``tensorflow.python.eager.record.should_record_backprop`` (TF 2.16-2.21), TF's own check.
+    Public alternative: none. Where it has moved, True: the caller computes the gradients in
+    any case (correct, some work more).
+    """
+    try:
+        from tensorflow.python.eager import record
+
+        return bool(record.should_record_backprop(tensors))
+    except Exception:  # noqa: BLE001 - private API moved
+        return True
+
+
 # -- torch -------------------------------------------------------------------------------------
 
 
@@ -209,6 +224,7 @@ __all__ = [
     "set_keras_mask",
     "stateless_scope",
     "tf_in_xla_context",
+    "tf_recording",
     "torch_backward_frees_graph",
     "track_metric",
 ]

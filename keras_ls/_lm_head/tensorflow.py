@@ -14,6 +14,7 @@ from typing import Any
 
 import tensorflow as tf
 
+from keras_ls import _compat
 from keras_ls._backend import tensorflow as kernel
 from keras_ls._backend.common import compute_dtype_name
 from keras_ls._lm_head import HeadOptions
@@ -95,17 +96,6 @@ def _sweep(h, w, b, y, a, g, opt: HeadOptions):
     return loss, dh, tf.cast(dw, w_dtype), None if b is None else tf.cast(db, b_dtype)
 
 
-def _recording(tensors: list) -> bool:
-    """Whether a gradient tape records these tensors (TF's own check; private, so where it
-    has moved the answer is True: the gradients are computed in any case)."""
-    try:
-        from tensorflow.python.eager import record
-
-        return bool(record.should_record_backprop(tensors))
-    except Exception:  # noqa: BLE001 - private API moved
-        return True
-
-
 def per_token(h, w, b, y, a, u, opt: HeadOptions) -> tf.Tensor:
     """See :func:`keras_ls._lm_head.linear_head_crossentropy`."""
     h = tf.convert_to_tensor(h)
@@ -116,7 +106,7 @@ def per_token(h, w, b, y, a, u, opt: HeadOptions) -> tf.Tensor:
     b = None if b is None else tf.convert_to_tensor(b)
     y = tf.cast(y, tf.int32)
     params = [h, w] if b is None else [h, w, b]
-    if not _recording(params):
+    if not _compat.tf_recording(params):
         return _sweep(h, w, b, y, a, None, opt)[0]
 
     @tf.custom_gradient
