@@ -260,6 +260,7 @@ def run(n: int, k: int, reps: int, backends: list[str]) -> dict:
         "meta": {
             "n": n, "num_classes": k, "num_bins": NUM_BINS, "batch": BATCH, "reps": reps,
             "seed": 0, "cpus": os.cpu_count(), "machine": platform.machine(),
+            "cpu": _cpu_model(),
             "versions": {
                 "keras_ls": keras_ls.__version__, "keras": keras.__version__,
                 "tensorflow": tf.__version__, "torch": torch.__version__,
@@ -273,6 +274,16 @@ def run(n: int, k: int, reps: int, backends: list[str]) -> dict:
         "metric": {"times_ms": metric_times, "values": metric_values},
         "other_backends": other,
     }
+
+
+def _cpu_model() -> str:
+    """``lscpu``'s "Model name": the times above depend on it."""
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+    except OSError:
+        return platform.processor() or "unknown CPU"
+    names = [ln.split(":", 1)[1].strip() for ln in out.splitlines() if ln.startswith("Model name:")]
+    return names[0] if names else platform.processor() or "unknown CPU"
 
 
 def _row(name: str, times: dict, case: str, peer_times: dict | None, peer: str | None) -> str:
@@ -345,6 +356,7 @@ def markdown(result: dict) -> str:
         for name, v in values.items() if not name.startswith(("netcal", "torchmetrics"))
     )
     lines += ["", f"Worst keras-ls error: {worst:.1e} (target 1e-6).", "",
+              f"CPU: {meta.get('cpu', 'unknown')} ({meta['cpus']} CPUs).", "",
               f"`{meta['command'].strip()}` · versions {json.dumps(meta['versions'])}"]
     return "\n".join(lines) + "\n"
 
