@@ -348,8 +348,9 @@ def _host_bounds(labels: Any) -> tuple[int, int] | None:
         import torch
 
         lo, hi = torch.aminmax(labels)
-        bounds = torch.stack((lo, hi))
-    elif backend == "jax":
+        lo, hi = torch.stack((lo, hi)).tolist()  # the one host read
+        return int(lo), int(hi)
+    if backend == "jax":
         bounds = _jax_bounds()(labels)
     else:
         bounds = ops.stack([ops.min(labels), ops.max(labels)])
