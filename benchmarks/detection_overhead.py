@@ -10,8 +10,9 @@ effects cancel. Reported: the median over iterations of smoothed/stock time (tar
     python benchmarks/detection_overhead.py --device 0        # GPU
     python benchmarks/detection_overhead.py --imgsz 640 --batch 16 --iters 50 --json out.json
 
-Runs offline (detection.offline()); COCO128 is read from ../shared/data/coco128 next
-to the repository (or $KERAS_LS_COCO128, or --data).
+Runs offline (detection.offline()); COCO128 is found by detection.data.find_coco128
+($KERAS_LS_COCO128, else ../shared/data/coco128 next to the repository) unless --data
+names a data.yaml.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import os
 import statistics
 import sys
 import tempfile
@@ -29,18 +29,13 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
-def default_data() -> Path:
-    env = os.environ.get("KERAS_LS_COCO128")
-    root = Path(env) if env else REPO / ".." / "shared" / "data" / "coco128"
-    return (root / "data.yaml").resolve()
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     sys.path.insert(0, str(REPO))
     from detection.config import MODES  # light: neither torch nor Ultralytics
+    from detection.data import Coco128NotFound, find_coco128
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--data", default=str(default_data()), help="YOLO data.yaml")
+    p.add_argument("--data", default=None, help="YOLO data.yaml (default: COCO128's)")
     p.add_argument("--model", default="yolo11n.yaml", help="model config (built from scratch)")
     p.add_argument("--imgsz", type=int, default=320)
     p.add_argument("--batch", type=int, default=8)
@@ -51,7 +46,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--mode", default="uniform", choices=MODES)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", default=None, help="also write the results here")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.data is None:
+        try:
+            args.data = str(find_coco128() / "data.yaml")
+        except Coco128NotFound as e:
+            p.error(str(e))
+    return args
 
 
 def main(argv: list[str] | None = None) -> dict:

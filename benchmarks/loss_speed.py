@@ -58,6 +58,24 @@ BACKENDS = ("tensorflow", "jax", "torch")
 SMOOTHING = 0.1
 
 
+def cpu_model() -> str:
+    """``lscpu``'s "Model name" (the tables' numbers depend on it), else /proc/cpuinfo's."""
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+        for line in out.splitlines():
+            if line.strip().startswith("Model name:"):
+                return line.split(":", 1)[1].strip()
+    except (OSError, subprocess.CalledProcessError):
+        pass
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
 # ----------------------------------------------------------------------------- timing
 
 
@@ -428,9 +446,12 @@ def run_backend(backend: str, shapes: list, reps: int, memory: bool) -> dict:
     return {"meta": meta, "rows": rows}
 
 
-def section(backend: str, result: dict, command: str) -> str:
+def section(backend: str, result: dict, command: str, cpu: str) -> str:
     meta = ", ".join(f"{k} {v}" for k, v in result["meta"].items())
-    return f"### {TITLES[backend]}\n\n{TABLES[backend](result['rows'])}\n\n`{command}` ({meta}).\n"
+    return (
+        f"### {TITLES[backend]}\n\n{TABLES[backend](result['rows'])}\n\n"
+        f"CPU: {cpu} ({os.cpu_count()} CPUs). `{command}` ({meta}).\n"
+    )
 
 
 def main() -> None:
@@ -438,6 +459,11 @@ def main() -> None:
     parser.add_argument("--backend", choices=(*BACKENDS, "all"), default="all")
     parser.add_argument("--quick", action="store_true", help="small shapes, few reps")
     parser.add_argument("--reps", type=int, default=15)
+    parser.add_argument(
+        "--shapes",
+        default=None,
+        help="comma-separated BxK list, e.g. 512x32000,256x128000 (default: the four shapes)",
+    )
     parser.add_argument("--no-memory", action="store_true", help="TF: skip the memory runs")
     parser.add_argument(
         "--torch-threads",
@@ -456,6 +482,8 @@ def main() -> None:
         _tf_peak_child(v, m, int(b), int(k))
         return
     shapes = QUICK_SHAPES if args.quick else SHAPES
+    if args.shapes:
+        shapes = [tuple(int(v) for v in item.split("x")) for item in args.shapes.split(",")]
     reps = 3 if args.quick else args.reps
     if args.child:  # one backend, JSON on stdout for the parent
         if args.backend == "torch" and args.torch_threads:
@@ -470,6 +498,8 @@ def main() -> None:
         flags += f" --reps {args.reps}"
     if args.torch_threads:
         flags += f" --torch-threads {args.torch_threads}"
+    if args.shapes:
+        flags += f" --shapes {args.shapes}"
     command = f"python benchmarks/loss_speed.py --backend {args.backend}{flags}"
     backends = BACKENDS if args.backend == "all" else (args.backend,)
     results = {}
@@ -477,6 +507,7 @@ def main() -> None:
         child = [sys.executable, __file__, "--backend", backend, "--child", "--reps", str(reps)]
         child += ["--quick"] * args.quick + ["--no-memory"] * args.no_memory
         child += ["--torch-threads", str(args.torch_threads)]
+        child += ["--shapes", args.shapes] if args.shapes else []
         out = subprocess.run(
             child,
             stdout=subprocess.PIPE,
@@ -487,13 +518,17 @@ def main() -> None:
         ).stdout
         results[backend] = json.loads(out.strip().splitlines()[-1])
     meta = {
+        "cpu": cpu_model(),
         "machine": platform.machine(),
         "cpus": os.cpu_count(),
         "python": platform.python_version(),
         "command": command,
     }
-    text = "\n".join(section(b, results[b], command) for b in backends)
-    text += f"\nMachine: {meta['machine']}, {meta['cpus']} CPUs, Python {meta['python']}.\n"
+    text = "\n".join(section(b, results[b], command, meta["cpu"]) for b in backends)
+    text += (
+        f"\nMachine: {meta['cpu']}, {meta['machine']}, {meta['cpus']} CPUs, "
+        f"Python {meta['python']}.\n"
+    )
     print(text)
     name = "loss_speed" if args.backend == "all" else f"loss_speed_{args.backend}"
     name += "_quick" if args.quick else ""

@@ -19,7 +19,9 @@ Exported: the five trainers; :func:`offline`; :func:`make_subset`;
 :class:`SmoothingConfig` (the four keys, validated, and the factor per epoch);
 :func:`patch_detection_criterion` and :func:`smooth_class_targets` for custom
 training loops. Helpers live in their modules (``detection.data``,
-``detection.offline``, ``detection.targets``, ``detection.config``).
+``detection.network``, ``detection.targets``, ``detection.config``). No exported
+name is also a submodule's name (``detection.offline`` is the function, defined in
+``detection.network``), so no import order can make one shadow the other.
 
 Names are imported lazily: ``import detection`` loads neither Ultralytics (so
 :func:`offline` can run before it) nor torch, and never TensorFlow/Keras.
@@ -30,7 +32,6 @@ that says ``pip install "keras-ls[detection]"``.
 from __future__ import annotations
 
 import os
-import warnings
 from typing import Any
 
 from detection._extra import import_extra
@@ -41,35 +42,16 @@ _LAZY = {
     "SmoothedPoseTrainer": "detection.trainer",
     "SmoothedOBBTrainer": "detection.trainer",
     "SmoothedClassificationTrainer": "detection.trainer",
-    "offline": "detection.offline",
+    "offline": "detection.network",
     "make_subset": "detection.data",
     "SmoothingConfig": "detection.config",
     "patch_detection_criterion": "detection.targets",
     "smooth_class_targets": "detection.targets",
 }
-# Exported by 0.1.0, no longer at the top level: still served (with a warning) for one
-# release, from the module that owns them.
-_MOVED = {
-    "is_offline": "detection.offline",
-    "resolve_model": "detection.offline",
-    "check_detection_data": "detection.data",
-    "SmoothedBCEWithLogits": "detection.targets",
-    "SmoothedClassificationLoss": "detection.targets",
-    "MODES": "detection.config",
-}
-
 __all__ = sorted(_LAZY)
 
 
 def __getattr__(name: str) -> Any:
-    if name in _MOVED:
-        warnings.warn(
-            f"`detection.{name}` is no longer exported; import it from {_MOVED[name]} "
-            f"(`from {_MOVED[name]} import {name}`).",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        return getattr(import_extra(_MOVED[name], f"detection.{name}"), name)
     if name in _LAZY:
         value = getattr(import_extra(_LAZY[name], f"detection.{name}"), name)
         globals()[name] = value

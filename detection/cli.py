@@ -247,7 +247,7 @@ keys (key=default, then what it means):
 {_table(_subset_args())}
 
 example:
-  {PROG} subset src=../shared/data/coco128/data.yaml classes=person,car,dog \\
+  {PROG} subset src=$KERAS_LS_COCO128/data.yaml classes=person,car,dog \\
       max_images=200 out=coco_pcd
 """
 
@@ -294,7 +294,7 @@ def _check_required(args: tuple[Arg, ...], given: dict[str, Any], command: str) 
 def _go_offline(texts: dict[str, str]) -> None:
     # Before Ultralytics is imported: it reads YOLO_CONFIG_DIR / YOLO_OFFLINE at import time.
     if OFFLINE.value(texts.pop(OFFLINE.name, "false")):
-        import_extra("detection.offline", f"{PROG} offline=true").offline()
+        import_extra("detection.network", f"{PROG} offline=true").offline()
 
 
 # --------------------------------------------------------------------------- commands
@@ -307,7 +307,7 @@ def cmd_train(texts: dict[str, str]) -> int:
     kw = dict(cfg.parse_key_value_pair(f"{k}={v}") for k, v in texts.items())
     model, task = kw.pop("model"), kw.pop("task", None)
     pop_config(dict(kw))  # bad smoothing keys fail before a model is built
-    model = import_extra("detection.offline", f"{PROG} train").resolve_model(model)
+    model = import_extra("detection.network", f"{PROG} train").resolve_model(model)
     trainers = import_extra("detection.trainer", f"{PROG} train").TRAINERS
     if task is not None and task not in trainers:
         raise ValueError(f"`task` must be one of {', '.join(trainers)}; received {task!r}.")

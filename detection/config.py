@@ -4,7 +4,10 @@
 ``yolov5``), ``label_smoothing_schedule`` (a start→end name of
 :mod:`keras_ls.schedules`: ``constant`` | ``linear`` | ``cosine`` |
 ``piecewise``, alias ``step``) and ``label_smoothing_final`` (the value at the
-last epoch). Every way in -- trainer overrides, the CLI, a checkpoint being
+last epoch). As Ultralytics' learning rate starts at ``lr0``, the first epoch trains
+at ``label_smoothing``; so a one-epoch run never moves from it (the trainer says so
+in a warning), and ``label_smoothing_final`` is reached at the last epoch from 2
+epochs on. Every way in -- trainer overrides, the CLI, a checkpoint being
 resumed, :func:`detection.patch_detection_criterion` -- goes through
 :class:`SmoothingConfig`; the layers below (``targets.py``) take its values as
 they are.
@@ -55,12 +58,16 @@ class SmoothingConfig:
             ``label_smoothing_final`` over the epochs. Stored as given
             (lower-cased), so ``step`` stays ``step`` in ``args.yaml`` and in
             checkpoints.
-        label_smoothing_final: ``a`` at the last epoch; None means ``label_smoothing``.
+        label_smoothing_final: ``a`` at the last epoch (of a run of 2 or more epochs:
+            the first epoch always trains at ``label_smoothing``); None means
+            ``label_smoothing``.
 
     Example:
 
     >>> SmoothingConfig(0.2, "uniform", "linear", 0.0).factor(epoch=1, epochs=3)
     0.1
+    >>> SmoothingConfig(0.2, "uniform", "linear", 0.0).factor(epoch=0, epochs=1)  # one epoch
+    0.2
     """
 
     label_smoothing: float = field(
@@ -83,7 +90,11 @@ class SmoothingConfig:
     )
     label_smoothing_final: float | None = field(
         default=None,
-        metadata={"help": "a at the last epoch; none: equal to label_smoothing"},
+        metadata={
+            "help": "a at the last epoch; none: equal to label_smoothing. The first epoch "
+            "trains at label_smoothing (as Ultralytics' lr starts at lr0), so with epochs=1 "
+            "the factor stays label_smoothing and this value is not reached"
+        },
     )
 
     def __post_init__(self) -> None:
@@ -110,7 +121,8 @@ class SmoothingConfig:
         object.__setattr__(self, "label_smoothing_final", final)
 
     def schedule(self, epochs: int):
-        """The ``keras_ls.schedules`` object, reaching the final value at epoch ``epochs - 1``."""
+        """The ``keras_ls.schedules`` object: the start value at epoch 0, the final value at
+        epoch ``epochs - 1`` (with ``epochs >= 2``; one epoch keeps the start value)."""
         return from_name(
             self.label_smoothing_schedule,
             self.label_smoothing,
@@ -121,6 +133,18 @@ class SmoothingConfig:
     def factor(self, epoch: int, epochs: int) -> float:
         """The smoothing factor for 0-based ``epoch`` of a run of ``epochs`` epochs."""
         return evaluate(self.schedule(epochs), epoch)
+
+    def short_run_warning(self, epochs: int) -> str | None:
+        """Why ``label_smoothing_final`` is not reached in a run of ``epochs`` epochs, or None."""
+        if int(epochs) >= 2 or self.label_smoothing_final == self.label_smoothing:
+            return None
+        return (
+            f"label_smoothing_schedule={self.label_smoothing_schedule} with epochs={epochs}: "
+            f"the first epoch trains at label_smoothing={self.label_smoothing:g} (as the "
+            f"learning rate starts at lr0), so label_smoothing_final="
+            f"{self.label_smoothing_final:g} is not reached; it is the value at the last "
+            "epoch of a run of 2 or more epochs."
+        )
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -8,6 +8,8 @@ and a ``data.yaml``, from a YOLO ``data.yaml`` or a COCO instances JSON
 (converted with ``ultralytics.data.converter.convert_coco``), as a pipeline of
 small steps. :func:`summarize_dataset` counts what a dataset holds (images,
 background images, label rows per class): the subset CLI prints it.
+:func:`find_coco128` is the one place that says where COCO128 is (the README's
+examples, ``examples/yolo_finetune.py`` and the tests all ask it).
 """
 
 from __future__ import annotations
@@ -29,6 +31,9 @@ import yaml
 from detection._extra import import_extra
 
 __all__ = [
+    "COCO128_ENV",
+    "Coco128NotFound",
+    "find_coco128",
     "check_detection_data",
     "load_data_yaml",
     "make_subset",
@@ -37,6 +42,49 @@ __all__ = [
     "SplitSummary",
     "IMG_SUFFIXES",
 ]
+
+#: The environment variable naming the COCO128 folder (the one holding ``data.yaml``).
+COCO128_ENV = "KERAS_LS_COCO128"
+
+
+class Coco128NotFound(FileNotFoundError):
+    """COCO128 is not where :func:`find_coco128` looks (the tests skip on it)."""
+
+
+def find_coco128() -> Path:
+    """The COCO128 folder (holding ``data.yaml``), found by one rule.
+
+    1. ``$KERAS_LS_COCO128``, when set (a folder without ``data.yaml`` is an error,
+       not a reason to look elsewhere);
+    2. else ``../shared/data/coco128`` relative to the repository root (the folder
+       that holds the ``detection`` package).
+
+    Nothing is downloaded. Raises :class:`Coco128NotFound` (a ``FileNotFoundError``)
+    naming the variable and the folder it looked in.
+
+    Example (the doc tests skip it where COCO128 is absent):
+
+    ```python
+    from detection.data import find_coco128
+
+    print((find_coco128() / "data.yaml").is_file())  # True
+    ```
+    """
+    env = os.environ.get(COCO128_ENV, "").strip()
+    if env:
+        root = Path(env).expanduser().resolve()
+        where = f"${COCO128_ENV}={env}"
+    else:
+        repo = Path(__file__).resolve().parents[1]
+        root = (repo / ".." / "shared" / "data" / "coco128").resolve()
+        where = f"{COCO128_ENV} is not set and the default ../shared/data/coco128"
+    if not (root / "data.yaml").is_file():
+        raise Coco128NotFound(
+            f"COCO128 not found: {where} ({root}) has no data.yaml. Set {COCO128_ENV} to the "
+            "COCO128 folder (the one holding data.yaml)."
+        )
+    return root
+
 
 # Same set as ultralytics.data.utils.IMG_FORMATS (kept here to avoid importing it for a check).
 IMG_SUFFIXES = {
@@ -482,7 +530,7 @@ def make_subset(
     import tempfile
 
     out = tempfile.mkdtemp() + "/coco_pcd"
-    data = make_subset("../shared/data/coco128/data.yaml", "person,car,dog", out, max_images=20)
+    data = make_subset(find_coco128() / "data.yaml", "person,car,dog", out, max_images=20)
     # then: YOLO("yolo11n.yaml").train(data=data, trainer=SmoothedDetectionTrainer, ...)
     ```
     """
@@ -555,8 +603,8 @@ def summarize_dataset(data: str | os.PathLike) -> DatasetSummary:
     ```python
     import tempfile
 
-    print(summarize_dataset(make_subset("../shared/data/coco128/data.yaml", "dog",
-                                        tempfile.mkdtemp() + "/dogs")))
+    dogs = make_subset(find_coco128() / "data.yaml", "dog", tempfile.mkdtemp() + "/dogs")
+    print(summarize_dataset(dogs))
     ```
     """
     names, found = _read_splits(Path(data), "data", ("train", "val", "test"))

@@ -88,6 +88,9 @@ class _SmoothingMixin:
         if RANK in {-1, 0}:  # BaseTrainer wrote args.yaml before the keys were set
             YAML.save(self.save_dir / "args.yaml", vars(self.args))
         self.label_smoothing_value = self.smoothing.factor(0, self.epochs)
+        note = self.smoothing.short_run_warning(self.epochs)
+        if note and RANK in {-1, 0}:
+            LOGGER.warning(note)
         if _on_train_epoch_start not in self.callbacks["on_train_epoch_start"]:
             self.add_callback("on_train_epoch_start", _on_train_epoch_start)
 

@@ -12,15 +12,15 @@
     python examples/yolo_finetune.py --imgsz 64 --max-images 8 --epochs 1 --finetune-epochs 1
 
 Nothing is downloaded: ``detection.offline()`` runs before Ultralytics is imported,
-the model is built from its YAML, and COCO128 is read from ``../shared/data/coco128``
-next to the repository (or ``$KERAS_LS_COCO128`` / ``--coco128``).
+the model is built from its YAML, and COCO128 is found by ``detection.data.find_coco128``
+(``$KERAS_LS_COCO128``, else ``../shared/data/coco128`` next to the repository) unless
+``--coco128`` names the folder.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
-import os
 import sys
 import tempfile
 from pathlib import Path
@@ -28,18 +28,18 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
-def default_coco128() -> Path:
-    env = os.environ.get("KERAS_LS_COCO128")
-    return (Path(env) if env else REPO / ".." / "shared" / "data" / "coco128").resolve()
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     sys.path.insert(0, str(REPO))
     from detection.config import MODES  # light: neither torch nor Ultralytics
+    from detection.data import Coco128NotFound, find_coco128
     from keras_ls.schedules import START_END_NAMES
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--coco128", default=str(default_coco128()), help="COCO128 folder")
+    p.add_argument(
+        "--coco128",
+        default=None,
+        help="COCO128 folder (default: $KERAS_LS_COCO128, else ../shared/data/coco128)",
+    )
     p.add_argument("--classes", default="person,car,dog")
     p.add_argument("--max-images", type=int, default=64, help="per split")
     p.add_argument("--imgsz", type=int, default=160)
@@ -52,7 +52,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--mode", default="uniform", choices=MODES)
     p.add_argument("--device", default="cpu", help="cpu, or a CUDA index such as 0")
     p.add_argument("--out", default=None, help="work folder (default: a new temp folder)")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.coco128 is None:
+        try:
+            args.coco128 = str(find_coco128())
+        except Coco128NotFound as e:
+            p.error(str(e))
+    return args
 
 
 def main(argv: list[str] | None = None) -> dict:

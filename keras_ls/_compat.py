@@ -162,6 +162,20 @@ def torch_backward_frees_graph() -> bool:
         return False
 
 
+def torch_func_wrapped(x: Any) -> bool:
+    """True for a tensor wrapped by a ``torch.func`` transform (``grad``, ``vmap``...).
+
+    ``torch._C._functorch.is_functorch_wrapped_tensor`` (torch 2.0-2.14). Public alternative:
+    none. Where it has moved, False (the caller treats the value as concrete).
+    """
+    import torch
+
+    try:
+        return bool(torch._C._functorch.is_functorch_wrapped_tensor(x))
+    except AttributeError:  # private API moved
+        return False
+
+
 # -- Python import system ----------------------------------------------------------------------
 
 
@@ -226,5 +240,6 @@ __all__ = [
     "tf_in_xla_context",
     "tf_recording",
     "torch_backward_frees_graph",
+    "torch_func_wrapped",
     "track_metric",
 ]

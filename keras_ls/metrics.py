@@ -68,10 +68,10 @@ def _uncompiled_kernels() -> bool:
     if backend == "tensorflow":
         import tensorflow as tf
 
-        from keras_ls._backend.tensorflow import in_xla_context
+        from keras_ls._compat import tf_in_xla_context
 
         # Cannot tell: the kernels that compile everywhere.
-        return tf.executing_eagerly() or not in_xla_context(default=True)
+        return tf.executing_eagerly() or not tf_in_xla_context(default=True)
     if backend == "torch":
         import torch
 

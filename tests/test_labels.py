@@ -63,8 +63,9 @@ def test_rule_rejects_everything_else():
         canonicalize(np.zeros(()), np.zeros((3,)), min_rank=2)
     with pytest.raises(ValueError, match="`axis`=3 is out of range"):
         canonicalize(np.zeros((2, 3)), Z, axis=3)
-    with pytest.raises(TypeError, match="integer labels; received dtype string"):
-        canonicalize(tf.constant([["a"] * 3] * 2), Z)
+    if keras.backend.backend() == "tensorflow":  # the one backend with string tensors
+        with pytest.raises(TypeError, match="integer labels; received dtype string"):
+            canonicalize(tf.constant([["a"] * 3] * 2), Z)
 
 
 def test_k1_size_one_class_axis_is_dense():
@@ -143,6 +144,8 @@ def test_eager_errors_for_dice_and_non_integer_labels():
 
 @pytest.mark.parametrize("jit_compile", [False, True])
 def test_compiled_step_gives_nan(jit_compile):
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("tf.function case (jax.jit and torch.compile: test_traced_inputs.py)")
     loss = keras_ls.SmoothedCE(0.1, from_logits=True)
     fn = tf.function(lambda y, z: loss(y, z), jit_compile=jit_compile)
     z = tf.zeros((3, 10))

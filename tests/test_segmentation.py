@@ -9,15 +9,12 @@ tiny fully-convolutional net.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import keras
 import numpy as np
 import pytest
 
 import keras_ls
 
-COCO128 = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "coco128"
 SIZE, K, N = 32, 4, 32
 VEHICLES = {1, 2, 3, 4, 5, 6, 7, 8}  # bicycle .. boat
 
@@ -30,12 +27,16 @@ def _group(cls: int) -> int:
 def coco_masks():
     from PIL import Image
 
-    label_dir = COCO128 / "labels" / "train2017"
-    if not label_dir.is_dir():
-        pytest.skip(f"COCO128 not found at {COCO128.resolve()}")
+    from detection.data import Coco128NotFound, find_coco128  # the one COCO128 rule
+
+    try:
+        coco128 = find_coco128()
+    except Coco128NotFound as e:
+        pytest.skip(str(e))
+    label_dir = coco128 / "labels" / "train2017"
     images, masks = [], []
     for txt in sorted(label_dir.glob("*.txt"))[:N]:
-        img_path = COCO128 / "images" / "train2017" / (txt.stem + ".jpg")
+        img_path = coco128 / "images" / "train2017" / (txt.stem + ".jpg")
         img = Image.open(img_path).convert("RGB").resize((SIZE, SIZE), Image.BILINEAR)
         images.append(np.asarray(img, np.float32) / 255.0)
         mask = np.zeros((SIZE, SIZE), np.int32)

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch.autograd.function import once_differentiable
 
+from keras_ls import _compat
 from keras_ls._backend.common import combine, compute_dtype_name
 
 
@@ -74,13 +75,7 @@ def _may_overwrite_saved() -> bool:
     into one loop anyway) and not when the graph is kept for a second
     backward (``retain_graph=True``), which would read them again.
     """
-    if torch.compiler.is_compiling():
-        return False
-    try:
-        # The check torch's own aot_autograd makes before freeing saved tensors.
-        return not torch._C._autograd._get_current_graph_task_keep_graph()
-    except (AttributeError, RuntimeError):  # private API moved: be safe
-        return False
+    return _compat.torch_backward_frees_graph()
 
 
 def sparse_smoothed_crossentropy(

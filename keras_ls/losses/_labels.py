@@ -33,9 +33,7 @@ import keras
 import numpy as np
 from keras import ops
 
-# Keras attaches masks this way for its own `ignore_class`; no public alias exists.
-from keras.src.backend import set_keras_mask
-
+from keras_ls import _compat
 from keras_ls.smoothing import validate_prior
 
 __all__ = [
@@ -139,7 +137,7 @@ class Labels:
         if self.valid is None:
             return loss
         loss = ops.where(self.valid, loss, ops.zeros_like(loss))
-        set_keras_mask(loss, self.valid)
+        _compat.set_keras_mask(loss, self.valid)
         return loss
 
 
@@ -252,44 +250,125 @@ def _integer_labels(y_true: Any, y_pred: Any, num_classes: Any, ignore_class: in
             )
     elif dtype == "bool":
         y_true = ops.cast(y_true, "int32")
+        dtype = "int32"
     elif not dtype.startswith(("int", "uint")):
         raise TypeError(f"`y_true` must hold integer labels; received dtype {dtype}.")
     k = num_classes if num_classes is not None else ops.shape(y_pred)[-1]
-    is_float = dtype in _MAX_EXACT_INT
-    in_range = ops.logical_and(ops.greater_equal(y_true, 0), ops.less(y_true, k))
-    if is_float:
-        in_range = ops.logical_and(in_range, ops.equal(y_true, ops.floor(y_true)))
     valid = None if ignore_class is None else ops.not_equal(y_true, ignore_class)
-    ok = in_range if valid is None else ops.logical_or(in_range, ops.logical_not(valid))
+    if dtype in _MAX_EXACT_INT:
+        return _float_labels(y_true, y_pred, num_classes, k, ignore_class, valid)
+    # Ignored positions hold 0 (in range for any K >= 1): the gathers stay in bounds and
+    # the range check below needs no mask.
+    labels = y_true if valid is None else ops.where(valid, y_true, 0)
     invalid = None
-    if _is_concrete(y_true):
+    bounds = _host_bounds(labels)  # checked before the int32 cast, which could wrap around
+    if bounds is None:  # compiled or traced: NaN at invalid labels (see Labels.finish)
+        invalid = ops.logical_or(ops.less(labels, 0), ops.greater_equal(labels, k))
+        labels = ops.where(invalid, 0, labels)
+    elif bounds[0] < 0 or bounds[1] >= k:
+        ok = ops.logical_and(ops.greater_equal(labels, 0), ops.less(labels, k))
         _raise_if_invalid(y_true, ok, num_classes, ignore_class)
-        keep = in_range  # every valid label is in range here
-    else:
+    if dtype != "int32":
+        labels = ops.cast(labels, "int32")
+    return Labels(y_pred, num_classes, True, labels=labels, valid=valid, invalid=invalid)
+
+
+def _float_labels(
+    y_true: Any, y_pred: Any, num_classes: Any, k: Any, ignore_class: int | None, valid: Any
+) -> Labels:
+    """Labels held as floats (rare): elementwise checks, so that NaN labels fail too."""
+    in_range = ops.logical_and(ops.greater_equal(y_true, 0), ops.less(y_true, k))
+    in_range = ops.logical_and(in_range, ops.equal(y_true, ops.floor(y_true)))
+    ok = in_range if valid is None else ops.logical_or(in_range, ops.logical_not(valid))
+    all_ok = _host_value(ops.all(ok))
+    invalid = None
+    if all_ok is None:
         invalid = ops.logical_not(ok)
         keep = ops.logical_and(ok, in_range)
+    else:
+        if not all_ok:
+            _raise_if_invalid(y_true, ok, num_classes, ignore_class)
+        keep = in_range  # every valid label is in range here
     labels = ops.where(keep, ops.cast(y_true, "int32"), 0)
     return Labels(y_pred, num_classes, True, labels=labels, valid=valid, invalid=invalid)
 
 
-def _is_concrete(x: Any) -> bool:
-    """True when ``x`` holds values now (eager), False inside a compiled step."""
+def _traced(x: Any) -> bool:
+    """True when ``x`` has no value now: a symbolic Keras tensor, or a tensor of a compiled
+    or transformed function (``tf.function``, ``jax.jit``/``grad``/``vmap``/``checkpoint``,
+    ``torch.compile``, ``torch.func``).
+
+    Decided on the value that would be read, not on ``y_true``: inside ``jax.jit`` every
+    operation is staged out, so a closed-over (concrete) label array gives traced results.
+    """
     if keras.backend.is_keras_tensor(x):
-        return False
+        return True
     backend = keras.backend.backend()
     if backend == "tensorflow":
         import tensorflow as tf
 
-        return tf.executing_eagerly()
+        return not tf.executing_eagerly()
     if backend == "jax":
         import jax
 
-        return not isinstance(x, jax.core.Tracer)
+        return isinstance(x, jax.core.Tracer)
     if backend == "torch":
         import torch
 
-        return not torch.compiler.is_compiling()
-    return True
+        return torch.compiler.is_compiling() or _compat.torch_func_wrapped(x)
+    return False
+
+
+def _host_value(x: Any) -> Any:
+    """``x`` (a scalar or small vector) on the host, or None where it has no value now."""
+    if _traced(x):
+        return None
+    return np.asarray(ops.convert_to_numpy(x)).tolist()
+
+
+def _host_bounds(labels: Any) -> tuple[int, int] | None:
+    """``(min, max)`` of integer ``labels``: one fused reduction, one host read.
+
+    None inside a compiled or transformed function (checked on the reduction's result,
+    see :func:`_traced`). Empty labels give ``(0, 0)``.
+    """
+    if _traced(labels):
+        return None
+    if not _num_elements(labels):
+        return (0, 0)
+    backend = keras.backend.backend()
+    if backend == "torch":
+        import torch
+
+        lo, hi = torch.aminmax(labels)
+        lo, hi = torch.stack((lo, hi)).tolist()  # the one host read
+        return int(lo), int(hi)
+    if backend == "jax":
+        bounds = _jax_bounds()(labels)
+    else:
+        bounds = ops.stack([ops.min(labels), ops.max(labels)])
+    values = _host_value(bounds)  # None when the reduction was staged out (jax.jit)
+    return None if values is None else (int(values[0]), int(values[1]))
+
+
+def _num_elements(x: Any) -> int:
+    size = 1
+    for d in x.shape:
+        size *= 1 if d is None else int(d)
+    return size
+
+
+_JAX_BOUNDS: list = []
+
+
+def _jax_bounds() -> Any:
+    """One jitted ``[min, max]`` (a single dispatch eagerly; inlined under an outer trace)."""
+    if not _JAX_BOUNDS:
+        import jax
+        import jax.numpy as jnp
+
+        _JAX_BOUNDS.append(jax.jit(lambda y: jnp.stack([jnp.min(y), jnp.max(y)])))
+    return _JAX_BOUNDS[0]
 
 
 def _raise_if_invalid(y_true: Any, ok: Any, num_classes: Any, ignore_class: int | None) -> None:

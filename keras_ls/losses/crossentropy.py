@@ -84,10 +84,8 @@ def smoothed_crossentropy(
         return ops.categorical_crossentropy(target, z, from_logits=from_logits, axis=-1)
     if not from_logits:
         z = log_probs(z, from_logits=False)  # valid logits: their log-sum-exp is 0
-    flat = _backend.sparse_smoothed_crossentropy(
-        ops.reshape(z, (-1, ops.shape(z)[-1])), ops.reshape(labels.labels, (-1,)), a, prior
-    )
-    return labels.finish(ops.reshape(flat, ops.shape(labels.labels)))
+    # The kernels flatten (..., K) themselves and return the leading shape.
+    return labels.finish(_backend.sparse_smoothed_crossentropy(z, labels.labels, a, prior))
 
 
 def smoothed_binary_crossentropy(

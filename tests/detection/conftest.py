@@ -1,4 +1,5 @@
-"""Shared fixtures for the detection tests: offline Ultralytics and COCO128 location.
+"""Shared fixtures for the detection tests: offline Ultralytics and COCO128 (found by
+``detection.data.find_coco128``: ``$KERAS_LS_COCO128``, else ``../shared/data/coco128``).
 
 Offline settings go into the environment before anything imports ultralytics
 (Ultralytics reads YOLO_CONFIG_DIR / YOLO_OFFLINE at import time).
@@ -29,11 +30,6 @@ os.environ.setdefault("YOLO_CONFIG_DIR", str(_CFG))
 os.environ["YOLO_OFFLINE"] = "1"
 
 
-def coco128_dir() -> Path:
-    env = os.environ.get("KERAS_LS_COCO128")
-    return Path(env) if env else (REPO / ".." / "shared" / "data" / "coco128").resolve()
-
-
 @pytest.fixture(scope="session")
 def offline_cfg() -> Path:
     import detection
@@ -43,10 +39,14 @@ def offline_cfg() -> Path:
 
 @pytest.fixture(scope="session")
 def coco128() -> Path:
-    root = coco128_dir()
-    if not (root / "data.yaml").is_file():
-        pytest.skip(f"COCO128 not found at {root} (set KERAS_LS_COCO128)")
-    return root
+    """COCO128 through the one rule (``detection.data.find_coco128``); skip, naming
+    ``KERAS_LS_COCO128``, where it is absent."""
+    from detection.data import Coco128NotFound, find_coco128
+
+    try:
+        return find_coco128()
+    except Coco128NotFound as e:
+        pytest.skip(str(e))
 
 
 @pytest.fixture(scope="session")

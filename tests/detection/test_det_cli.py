@@ -191,7 +191,9 @@ def test_missing_extra_says_what_to_install(blocked):
     assert r.stderr.startswith("error: python -m detection train needs") and HINT in r.stderr
 
 
-def test_exports_are_what_users_call_and_moved_names_still_resolve():
+def test_exports_are_what_users_call_and_no_export_is_a_submodule():
+    import pkgutil
+
     import detection
 
     assert detection.__all__ == sorted(
@@ -208,29 +210,38 @@ def test_exports_are_what_users_call_and_moved_names_still_resolve():
             "smooth_class_targets",
         ]
     )
-    from detection.config import MODES
-    from detection.data import check_detection_data
-    from detection.offline import is_offline, resolve_model
-    from detection.targets import SmoothedBCEWithLogits, SmoothedClassificationLoss
-
-    moved = {
-        "MODES": MODES,
-        "check_detection_data": check_detection_data,
-        "is_offline": is_offline,
-        "resolve_model": resolve_model,
-        "SmoothedBCEWithLogits": SmoothedBCEWithLogits,
-        "SmoothedClassificationLoss": SmoothedClassificationLoss,
-    }
-    for name, obj in moved.items():
-        with pytest.warns(DeprecationWarning, match=f"detection.{name}` is no longer exported"):
-            assert getattr(detection, name) is obj
+    # A submodule, once imported, becomes an attribute of the package: an exported name
+    # equal to a submodule's would be replaced by the module (detection.offline in 0.1).
+    submodules = {m.name for m in pkgutil.iter_modules(detection.__path__)}
+    assert not submodules & set(detection.__all__)
+    # 0.2.0 is the first public version: the 0.1 top-level names are gone, no shims.
+    for name in ("is_offline", "resolve_model", "check_detection_data", "MODES", "is_patched"):
+        with pytest.raises(AttributeError, match=name):
+            getattr(detection, name)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert detection.make_subset is make_subset  # exported names do not warn
-    with pytest.raises(AttributeError, match="is_patched"):
-        detection.is_patched  # noqa: B018 - removed (was unused)
-    import detection.offline
+    import detection.network
     import detection.targets
 
     assert not hasattr(detection.targets, "is_patched")
-    assert not hasattr(detection.offline, "ENV_VAR")
+    assert not hasattr(detection.network, "ENV_VAR")
+    assert detection.offline is detection.network.offline
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        "import detection\nfrom detection.network import is_offline\ndetection.offline(cfg)",
+        "from detection.network import is_offline\nimport detection\ndetection.offline(cfg)",
+        "import detection\ndetection.offline(cfg)\nimport detection.network\n"
+        "from detection.network import is_offline\ndetection.offline(cfg)",
+        "import detection.network as n\nimport detection\nfrom detection import offline\n"
+        "offline(cfg)\nis_offline = n.is_offline",
+    ],
+    ids=["package-first", "module-first", "call-import-call", "from-import"],
+)
+def test_offline_is_the_function_in_every_import_order(code, tmp_path):
+    cfg = tmp_path / "cfg"
+    r = _python(f"cfg = {str(cfg)!r}\n{code}\nassert is_offline()\nprint('ok')\n")
+    assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stderr[-2000:]

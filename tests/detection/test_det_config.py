@@ -135,3 +135,18 @@ def test_pop_config_removes_the_keys_and_reads_strings():
         pop_config({"label_smoothing": "lots"})
     with pytest.raises(ValueError, match=r"`label_smoothing_final` must be a finite number"):
         pop_config({"label_smoothing_final": "nan", "label_smoothing_schedule": "linear"})
+
+
+def test_one_epoch_run_keeps_the_start_value_and_says_so():
+    """As Ultralytics' lr starts at lr0: epoch 0 trains at label_smoothing, whatever the run
+    length; with one epoch the final value is not reached, and the help and a warning say so."""
+    config = SmoothingConfig(0.1, "uniform", "cosine", 0.0)
+    assert config.factor(0, 1) == 0.1
+    assert [config.factor(e, 2) for e in range(2)] == [0.1, 0.0]
+    note = config.short_run_warning(1)
+    assert "epochs=1" in note and "label_smoothing_final=0 is not reached" in note
+    assert config.short_run_warning(2) is None
+    assert SmoothingConfig(0.1, "uniform", "constant").short_run_warning(1) is None
+    from detection.cli import train_help
+
+    assert "with epochs=1" in " ".join(train_help().split())

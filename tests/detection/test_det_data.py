@@ -233,7 +233,7 @@ def test_check_detection_data_errors(tmp_path, coco128):
 def test_offline_switch_places_fonts_and_fails_fast_for_weights(offline_cfg, tmp_path):
     from ultralytics.utils import SETTINGS
 
-    from detection.offline import is_offline, resolve_model
+    from detection.network import is_offline, resolve_model
 
     assert (offline_cfg / "Arial.ttf").is_file() and SETTINGS["sync"] is False
     assert os.environ["YOLO_OFFLINE"] == "1" and is_offline()

@@ -64,6 +64,9 @@ def scratch_run(subset3, tmp_path_factory) -> Path:
         f"data={subset3}",
         "epochs=1",
         "label_smoothing=0.1",
+        # The issue-17 case: a one-epoch run of a moving schedule keeps the start value.
+        "label_smoothing_schedule=cosine",
+        "label_smoothing_final=0",
         f"project={project}",
         "name=scratch",
         "offline=true",
@@ -79,7 +82,9 @@ def scratch_run(subset3, tmp_path_factory) -> Path:
     )
     assert r.returncode == 0, r.stderr[-3000:] + r.stdout[-2000:]
     run = project / "scratch"
-    assert "label_smoothing: 0.1 (mode=uniform, constant, epoch 1/1)" in r.stdout + r.stderr
+    log = r.stdout + r.stderr
+    assert "label_smoothing: 0.1 (mode=uniform, cosine 0.1->0, epoch 1/1)" in log
+    assert "label_smoothing_final=0 is not reached" in log
     return run
 
 

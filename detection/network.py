@@ -1,4 +1,6 @@
-"""One switch that keeps Ultralytics off the network.
+"""One switch that keeps Ultralytics off the network: :func:`offline` (exported as
+``detection.offline``), and the helpers around it (``from detection.network import
+is_offline, resolve_model``).
 
 Ultralytics reaches out for settings sync/telemetry, a pip version check, an
 ``Arial.ttf`` font (``check_det_dataset`` calls ``check_font`` on every
