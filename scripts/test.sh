@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Run the whole test suite (builds .venv first if missing or stale).
 #
-# Two pytest processes: the Keras side (TensorFlow, JAX, torch backends, the README, the
-# docs site's pages, examples/README, saved_models/README and keras_ls docstrings) and the YOLO side
+# Pytest processes: the Keras side on TensorFlow (tests, some starting JAX and torch processes
+# of their own, the README, the docs site's pages, examples/README, saved_models/README and
+# keras_ls docstrings); the backend-generic modules under JAX and under torch; the YOLO side
 # (tests/detection, detection/README and its docstrings). A YOLO process must never
 # load TensorFlow -- importing torch's compiler stack (triton) after TensorFlow in one
 # process segfaults -- so they do not share an interpreter. With arguments, one pytest run
