@@ -156,6 +156,12 @@ def smooth_labels(
         # Match the label dtype so that TF (which refuses mixed float widths)
         # and torch keep their precision.
         p = p.astype(_float_dtype_of(y))
+        if type(y).__module__.startswith("torch"):
+            # tensor + ndarray goes through numpy's __array_wrap__, which torch 2.14 implements
+            # in the form numpy 2 deprecates: hand torch a tensor.
+            import torch
+
+            p = torch.as_tensor(p, device=y.device)
     return mix(y, p, label_smoothing)
 
 
