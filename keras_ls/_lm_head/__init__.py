@@ -21,12 +21,14 @@ without a recording tape) the forward sweep computes the loss only.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import keras
+from keras import ops
 
-__all__ = ["HeadOptions", "default_chunk", "linear_head_crossentropy"]
+__all__ = ["HeadOptions", "default_chunk", "head_of_logits", "linear_head_crossentropy"]
 
 #: Bytes of one chunk's float32 logits when ``chunk_size`` is not given: the chunk loop
 #: holds about three such buffers (logits, exp / log-probabilities, their gradient).
@@ -42,6 +44,20 @@ class HeadOptions:
     soft_cap: float | None
     z_loss: float
     has_bias: bool
+
+
+def head_of_logits(
+    z: Any, y: Any, a: Any, opt: HeadOptions, kernel: Callable[[Any, Any, Any], Any]
+) -> Any:
+    """Per-row loss of ``(C, V)`` logits in the compute dtype: soft cap, the backend's fused
+    ``kernel`` (its custom gradient does the CE part), z-loss. Written once with ``keras.ops``
+    for every backend; each differentiates it its own way (``jax.vjp``, a tape, autograd)."""
+    if opt.soft_cap is not None:
+        z = opt.soft_cap * ops.tanh(z / opt.soft_cap)
+    loss = kernel(z, y, a)
+    if opt.z_loss:
+        loss = loss + opt.z_loss * ops.square(ops.logsumexp(z, axis=-1))
+    return loss
 
 
 def default_chunk(num_tokens: int, vocab: int) -> int:

@@ -12,7 +12,7 @@ from keras import ops
 
 from keras_ls import _backend
 from keras_ls._backend.common import compute_dtype_name
-from keras_ls._lm_head import HeadOptions
+from keras_ls._lm_head import HeadOptions, head_of_logits
 
 
 def per_token(h: Any, w: Any, b: Any, y: Any, a: Any, u: Any, opt: HeadOptions) -> Any:
@@ -20,9 +20,4 @@ def per_token(h: Any, w: Any, b: Any, y: Any, a: Any, u: Any, opt: HeadOptions) 
     compute = compute_dtype_name(str(ops.convert_to_tensor(h).dtype).split(".")[-1])
     z = ops.matmul(h, ops.transpose(w) if opt.transpose else w)
     z = ops.cast(z, compute) if b is None else ops.cast(z, compute) + ops.cast(b, compute)
-    if opt.soft_cap is not None:
-        z = opt.soft_cap * ops.tanh(z / opt.soft_cap)
-    loss = _backend.sparse_smoothed_crossentropy(z, y, a)
-    if opt.z_loss:
-        loss = loss + opt.z_loss * ops.square(ops.logsumexp(z, axis=-1))
-    return loss
+    return head_of_logits(z, y, a, opt, _backend.sparse_smoothed_crossentropy)

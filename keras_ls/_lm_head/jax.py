@@ -17,17 +17,13 @@ import jax.numpy as jnp
 from keras_ls._backend import jax as kernel
 from keras_ls._backend.common import compute_dtype_name
 from keras_ls._lm_head import HeadOptions
+from keras_ls._lm_head import head_of_logits as shared_head
 
 
 def head_of_logits(z: jax.Array, y: jax.Array, a: jax.Array, opt: HeadOptions) -> jax.Array:
-    """Per-row loss of ``(C, V)`` logits in the compute dtype: soft cap, the shared kernel,
-    z-loss. Differentiated by ``jax.vjp``: the kernel's custom gradient does the CE part."""
-    if opt.soft_cap is not None:
-        z = opt.soft_cap * jnp.tanh(z / opt.soft_cap)
-    loss = kernel.sparse_smoothed_crossentropy(z, y, a)
-    if opt.z_loss:
-        loss = loss + opt.z_loss * jnp.square(jax.nn.logsumexp(z, axis=-1))
-    return loss
+    """The shared per-row head (:func:`keras_ls._lm_head.head_of_logits`) with this
+    backend's fused kernel."""
+    return shared_head(z, y, a, opt, kernel.sparse_smoothed_crossentropy)
 
 
 def _logits(h_c: jax.Array, w: jax.Array, b: Any, opt: HeadOptions, compute: Any) -> jax.Array:

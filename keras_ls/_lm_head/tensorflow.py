@@ -18,17 +18,13 @@ from keras_ls import _compat
 from keras_ls._backend import tensorflow as kernel
 from keras_ls._backend.common import compute_dtype_name
 from keras_ls._lm_head import HeadOptions
+from keras_ls._lm_head import head_of_logits as shared_head
 
 
 def head_of_logits(z: tf.Tensor, y: tf.Tensor, a: tf.Tensor, opt: HeadOptions) -> tf.Tensor:
-    """Per-row loss of ``(C, V)`` logits in the compute dtype: soft cap, the shared kernel,
-    z-loss (differentiated by a tape: the kernel's custom gradient does the CE part)."""
-    if opt.soft_cap is not None:
-        z = opt.soft_cap * tf.tanh(z / opt.soft_cap)
-    loss = kernel.sparse_smoothed_crossentropy(z, y, a)
-    if opt.z_loss:
-        loss = loss + opt.z_loss * tf.square(tf.reduce_logsumexp(z, axis=-1))
-    return loss
+    """The shared per-row head (:func:`keras_ls._lm_head.head_of_logits`) with this
+    backend's fused kernel."""
+    return shared_head(z, y, a, opt, kernel.sparse_smoothed_crossentropy)
 
 
 def _logits(h_c, w, b, opt: HeadOptions) -> tf.Tensor:

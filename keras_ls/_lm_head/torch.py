@@ -17,17 +17,13 @@ from torch.autograd.function import once_differentiable
 from keras_ls._backend import torch as kernel
 from keras_ls._backend.common import compute_dtype_name
 from keras_ls._lm_head import HeadOptions
+from keras_ls._lm_head import head_of_logits as shared_head
 
 
 def head_of_logits(z: torch.Tensor, y: torch.Tensor, a: torch.Tensor, opt: HeadOptions) -> Any:
-    """Per-row loss of ``(C, V)`` logits in the compute dtype: soft cap, the shared kernel,
-    z-loss (differentiated by autograd: the kernel's Function does the CE part)."""
-    if opt.soft_cap is not None:
-        z = opt.soft_cap * torch.tanh(z / opt.soft_cap)
-    loss = kernel.sparse_smoothed_crossentropy(z, y, a)
-    if opt.z_loss:
-        loss = loss + opt.z_loss * torch.logsumexp(z, dim=-1).square()
-    return loss
+    """The shared per-row head (:func:`keras_ls._lm_head.head_of_logits`) with this
+    backend's fused kernel."""
+    return shared_head(z, y, a, opt, kernel.sparse_smoothed_crossentropy)
 
 
 def _logits(h_c: torch.Tensor, w: torch.Tensor, b: Any, opt: HeadOptions) -> Any:
